@@ -1,0 +1,139 @@
+//! Body types on the proxy path: [`Body`] for responses (the gateway's own or the upstream's,
+//! streamed) and [`RequestBody`] for requests toward the upstream (streamed, limited to
+//! `max_request_body`, counted for the audit log).
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use hyper::body::Incoming;
+use std::{
+    pin::Pin,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    task::{Context, Poll},
+};
+
+/// Boxed error for body streams.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A response body: empty, one buffer, or the upstream's stream.
+#[derive(Debug)]
+pub enum Body {
+    /// Nothing.
+    Empty,
+    /// A single buffer (taken on first poll).
+    Full(Option<Bytes>),
+    /// Streamed from the upstream.
+    Upstream(Incoming),
+}
+
+impl Body {
+    /// A body of one buffer.
+    pub fn full(bytes: impl Into<Bytes>) -> Self {
+        let b = bytes.into();
+        if b.is_empty() { Body::Empty } else { Body::Full(Some(b)) }
+    }
+}
+
+impl http_body::Body for Body {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Body::Empty => Poll::Ready(None),
+            Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
+            Body::Upstream(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Empty => true,
+            Body::Full(b) => b.is_none(),
+            Body::Upstream(inner) => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Empty => SizeHint::with_exact(0),
+            Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
+            Body::Upstream(inner) => inner.size_hint(),
+        }
+    }
+}
+
+/// Byte counters shared between a body and the request's audit record.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Request body bytes read from the client.
+    pub bytes_in: AtomicU64,
+    /// Response body bytes sent to the client.
+    pub bytes_out: AtomicU64,
+    /// The request body grew past `max_request_body` mid-stream.
+    pub too_large: AtomicBool,
+}
+
+/// The error a [`RequestBody`] ends with when it grows past its limit.
+#[derive(Debug, thiserror::Error)]
+#[error("request body exceeds the limit")]
+pub struct BodyTooLarge;
+
+/// The client's request body on its way upstream: streamed, limited, counted.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    limit: u64,
+    counters: Arc<Counters>,
+}
+
+impl RequestBody {
+    /// Wraps the client's body. `None` sends no body.
+    pub fn new(inner: Option<Incoming>, limit: u64, counters: Arc<Counters>) -> Self {
+        RequestBody { inner, limit, counters }
+    }
+
+    /// An empty body (tests, benches).
+    pub fn empty() -> Self {
+        RequestBody { inner: None, limit: 0, counters: Arc::default() }
+    }
+}
+
+impl http_body::Body for RequestBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let total = this.counters.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+                    if total > this.limit {
+                        this.counters.too_large.store(true, Ordering::Relaxed);
+                        this.inner = None;
+                        return Poll::Ready(Some(Err(Box::new(BodyTooLarge))));
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(None) => {
+                this.inner = None;
+                Poll::Ready(None)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(http_body::Body::is_end_stream)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), http_body::Body::size_hint)
+    }
+}

@@ -1,0 +1,32 @@
+//! The one-screen summary `airgate check` prints for a valid configuration.
+
+use super::Config;
+use std::fmt::Write;
+
+/// Renders listeners, issuers, upstreams, routes and rate policies; never a secret.
+pub fn summary(c: &Config) -> String {
+    let mut s = String::new();
+    let tls = if c.server.tls.is_some() { " (TLS)" } else { "" };
+    let _ = writeln!(s, "listeners: proxy {}{tls}, admin {}", c.server.listen, c.admin.listen);
+    let _ = writeln!(s, "issuers ({}): {}", c.issuers.len(), names(c.issuers.iter().map(|i| &*i.name)));
+    let _ = writeln!(s, "upstreams ({}):", c.upstreams.len());
+    for u in &c.upstreams {
+        let _ = writeln!(s, "  {} -> {}://{}{}", u.name, u.scheme, u.authority, u.base_path);
+    }
+    let _ = writeln!(s, "routes ({}):", c.routes.len());
+    for r in &c.routes {
+        let methods = r.methods.as_ref().map_or_else(|| "*".to_owned(), |m| names(m.iter().map(http::Method::as_str)));
+        let upstream = c.upstreams.get(r.upstream).map_or("?", |u| &*u.name);
+        let limit = r.rate_limit.as_deref().unwrap_or("-");
+        let _ = writeln!(s, "  {} {} [{methods}] -> {upstream} (rate limit: {limit})", r.name, r.path_prefix);
+    }
+    for w in &c.warnings {
+        let _ = writeln!(s, "warning: {w}");
+    }
+    s
+}
+
+fn names<'a>(it: impl Iterator<Item = &'a str>) -> String {
+    let v: Vec<&str> = it.collect();
+    if v.is_empty() { "-".to_owned() } else { v.join(", ") }
+}

@@ -1,0 +1,25 @@
+//! airgate: an identity-aware egress gateway for Apache Airflow in front of Azure API Management.
+//!
+//! One request's path, in file order: [`server`] accepts it, [`stack`] runs its phases —
+//! [`route`] → [`identity`] → [`policy`] → [`ratelimit`] → [`upstream`] — and [`error`] turns any
+//! refusal into a problem+json answer; [`audit`] and [`metrics`] record what happened.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod admin;
+pub mod audit;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod body;
+pub mod error;
+pub mod identity;
+pub mod metrics;
+pub mod policy;
+pub mod ratelimit;
+pub mod reload;
+pub mod route;
+pub mod server;
+pub mod stack;
+pub mod upstream;

@@ -1,0 +1,3 @@
+//! Upstreams: the pooled client, header rewriting toward the upstream, and credentials.
+
+pub mod client;
