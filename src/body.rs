@@ -111,7 +111,8 @@ impl http_body::Body for RequestBody {
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
-                    let total = this.counters.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
+                    let total =
+                        this.counters.bytes_in.fetch_add(data.len() as u64, Ordering::Relaxed) + data.len() as u64;
                     if total > this.limit {
                         this.counters.too_large.store(true, Ordering::Relaxed);
                         this.inner = None;

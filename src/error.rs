@@ -175,20 +175,52 @@ impl GatewayError {
     /// `(type slug, title, detail)`: stable text for clients, never a token or internal detail.
     fn text(&self) -> (&'static str, &'static str, &'static str) {
         match self {
-            GatewayError::BadRequest { .. } => ("bad-request", "Bad Request", "The request line, headers or path are malformed."),
-            GatewayError::HeadersTooLarge => ("headers-too-large", "Request Header Fields Too Large", "The request headers exceed the gateway's limit."),
-            GatewayError::PayloadTooLarge => ("payload-too-large", "Content Too Large", "The request body exceeds the gateway's limit."),
+            GatewayError::BadRequest { .. } => {
+                ("bad-request", "Bad Request", "The request line, headers or path are malformed.")
+            }
+            GatewayError::HeadersTooLarge => (
+                "headers-too-large",
+                "Request Header Fields Too Large",
+                "The request headers exceed the gateway's limit.",
+            ),
+            GatewayError::PayloadTooLarge => {
+                ("payload-too-large", "Content Too Large", "The request body exceeds the gateway's limit.")
+            }
             GatewayError::NoRoute => ("no-route", "Not Found", "No route matches this path."),
-            GatewayError::MethodNotAllowed { .. } => ("method-not-allowed", "Method Not Allowed", "The routes for this path do not take this method."),
-            GatewayError::Unauthenticated { token_sent: false, .. } => ("unauthenticated", "Unauthorized", "A bearer token naming the calling pipeline is required."),
-            GatewayError::Unauthenticated { token_sent: true, .. } => ("invalid-token", "Unauthorized", "The bearer token is invalid, expired or not accepted here."),
-            GatewayError::Forbidden { .. } => ("forbidden", "Forbidden", "The calling identity may not use this route."),
-            GatewayError::RateLimited { .. } => ("rate-limited", "Too Many Requests", "The pipeline's rate limit for this route is exhausted; retry later."),
-            GatewayError::RateLimitUnavailable { .. } => ("ratelimit-unavailable", "Service Unavailable", "The rate-limit backend is unavailable; retry later."),
-            GatewayError::UpstreamError { .. } => ("upstream-error", "Bad Gateway", "The upstream refused the connection or sent an invalid response."),
-            GatewayError::UpstreamTimeout => ("upstream-timeout", "Gateway Timeout", "The upstream did not answer in time."),
-            GatewayError::CredentialUnavailable { .. } => ("credential-unavailable", "Service Unavailable", "The gateway holds no valid credential for the upstream; retry later."),
-            GatewayError::Draining => ("draining", "Service Unavailable", "The gateway is shutting down; retry on another replica."),
+            GatewayError::MethodNotAllowed { .. } => {
+                ("method-not-allowed", "Method Not Allowed", "The routes for this path do not take this method.")
+            }
+            GatewayError::Unauthenticated { token_sent: false, .. } => {
+                ("unauthenticated", "Unauthorized", "A bearer token naming the calling pipeline is required.")
+            }
+            GatewayError::Unauthenticated { token_sent: true, .. } => {
+                ("invalid-token", "Unauthorized", "The bearer token is invalid, expired or not accepted here.")
+            }
+            GatewayError::Forbidden { .. } => {
+                ("forbidden", "Forbidden", "The calling identity may not use this route.")
+            }
+            GatewayError::RateLimited { .. } => (
+                "rate-limited",
+                "Too Many Requests",
+                "The pipeline's rate limit for this route is exhausted; retry later.",
+            ),
+            GatewayError::RateLimitUnavailable { .. } => {
+                ("ratelimit-unavailable", "Service Unavailable", "The rate-limit backend is unavailable; retry later.")
+            }
+            GatewayError::UpstreamError { .. } => {
+                ("upstream-error", "Bad Gateway", "The upstream refused the connection or sent an invalid response.")
+            }
+            GatewayError::UpstreamTimeout => {
+                ("upstream-timeout", "Gateway Timeout", "The upstream did not answer in time.")
+            }
+            GatewayError::CredentialUnavailable { .. } => (
+                "credential-unavailable",
+                "Service Unavailable",
+                "The gateway holds no valid credential for the upstream; retry later.",
+            ),
+            GatewayError::Draining => {
+                ("draining", "Service Unavailable", "The gateway is shutting down; retry on another replica.")
+            }
         }
     }
 
@@ -226,7 +258,8 @@ impl GatewayError {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
                 quota.apply(h);
             }
-            GatewayError::RateLimitUnavailable { retry_after } | GatewayError::CredentialUnavailable { retry_after } => {
+            GatewayError::RateLimitUnavailable { retry_after }
+            | GatewayError::CredentialUnavailable { retry_after } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
             }
             GatewayError::Draining => {

@@ -9,10 +9,10 @@
 
 pub mod admin;
 pub mod audit;
+pub mod body;
 pub mod cli;
 pub mod config;
 pub mod demo;
-pub mod body;
 pub mod error;
 pub mod identity;
 pub mod metrics;

@@ -61,27 +61,98 @@ impl Metrics {
         let latency = vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
         let r = &registry;
         Arc::new(Metrics {
-            requests: counter(r, "airgate_requests_total", "Requests answered, by pipeline, route, status code and outcome.", &["pipeline", "route", "code", "outcome"]),
-            request_duration: histogram(r, "airgate_request_duration_seconds", "Time from request head to response head, by route and outcome.", &["route", "outcome"], latency.clone()),
-            rate_limited: counter(r, "airgate_rate_limited_total", "Requests refused by a rate limit.", &["pipeline", "route"]),
-            auth_failures: counter(r, "airgate_auth_failures_total", "Requests whose identity could not be established.", &["issuer", "reason"]),
-            upstream_duration: histogram(r, "airgate_upstream_request_duration_seconds", "Time from forwarding to the upstream's response head.", &["upstream", "code"], latency),
-            token_refreshes: counter(r, "airgate_upstream_token_refreshes_total", "Upstream credential fetches, by result.", &["upstream", "result"]),
-            token_expiry: gauge(r, "airgate_upstream_token_expiry_seconds", "Seconds until the upstream token in use expires.", &["upstream"]),
-            subscription_key_errors: counter(r, "airgate_subscription_key_reload_errors_total", "Subscription key files that could not be re-read (the last good key stays in use).", &["upstream"]),
-            jwks_refreshes: counter(r, "airgate_jwks_refreshes_total", "Key set fetches, by issuer and result.", &["issuer", "result"]),
-            jwks_age: gauge(r, "airgate_jwks_age_seconds", "Seconds since the key set in use was fetched.", &["issuer"]),
-            ratelimit_backend_errors: counter(r, "airgate_ratelimit_backend_errors_total", "Rate-limit decisions the backend could not make.", &["backend"]),
-            dry_run_denials: counter(r, "airgate_policy_dry_run_denials_total", "Requests a dry-run route would have denied.", &["route"]),
-            config_reloads: counter(r, "airgate_config_reloads_total", "Configuration reloads, by result.", &["result"]),
+            requests: counter(
+                r,
+                "airgate_requests_total",
+                "Requests answered, by pipeline, route, status code and outcome.",
+                &["pipeline", "route", "code", "outcome"],
+            ),
+            request_duration: histogram(
+                r,
+                "airgate_request_duration_seconds",
+                "Time from request head to response head, by route and outcome.",
+                &["route", "outcome"],
+                latency.clone(),
+            ),
+            rate_limited: counter(
+                r,
+                "airgate_rate_limited_total",
+                "Requests refused by a rate limit.",
+                &["pipeline", "route"],
+            ),
+            auth_failures: counter(
+                r,
+                "airgate_auth_failures_total",
+                "Requests whose identity could not be established.",
+                &["issuer", "reason"],
+            ),
+            upstream_duration: histogram(
+                r,
+                "airgate_upstream_request_duration_seconds",
+                "Time from forwarding to the upstream's response head.",
+                &["upstream", "code"],
+                latency,
+            ),
+            token_refreshes: counter(
+                r,
+                "airgate_upstream_token_refreshes_total",
+                "Upstream credential fetches, by result.",
+                &["upstream", "result"],
+            ),
+            token_expiry: gauge(
+                r,
+                "airgate_upstream_token_expiry_seconds",
+                "Seconds until the upstream token in use expires.",
+                &["upstream"],
+            ),
+            subscription_key_errors: counter(
+                r,
+                "airgate_subscription_key_reload_errors_total",
+                "Subscription key files that could not be re-read (the last good key stays in use).",
+                &["upstream"],
+            ),
+            jwks_refreshes: counter(
+                r,
+                "airgate_jwks_refreshes_total",
+                "Key set fetches, by issuer and result.",
+                &["issuer", "result"],
+            ),
+            jwks_age: gauge(
+                r,
+                "airgate_jwks_age_seconds",
+                "Seconds since the key set in use was fetched.",
+                &["issuer"],
+            ),
+            ratelimit_backend_errors: counter(
+                r,
+                "airgate_ratelimit_backend_errors_total",
+                "Rate-limit decisions the backend could not make.",
+                &["backend"],
+            ),
+            dry_run_denials: counter(
+                r,
+                "airgate_policy_dry_run_denials_total",
+                "Requests a dry-run route would have denied.",
+                &["route"],
+            ),
+            config_reloads: counter(
+                r,
+                "airgate_config_reloads_total",
+                "Configuration reloads, by result.",
+                &["result"],
+            ),
             audit_dropped: {
-                let c = IntCounter::new("airgate_audit_dropped_total", "Audit records dropped because the writer fell behind.")
-                    .unwrap_or_else(|_| unreachable_metric());
+                let c = IntCounter::new(
+                    "airgate_audit_dropped_total",
+                    "Audit records dropped because the writer fell behind.",
+                )
+                .unwrap_or_else(|_| unreachable_metric());
                 register(r, c.clone());
                 c
             },
             in_flight: {
-                let g = IntGauge::new("airgate_in_flight_requests", "Requests being handled now.").unwrap_or_else(|_| unreachable_metric());
+                let g = IntGauge::new("airgate_in_flight_requests", "Requests being handled now.")
+                    .unwrap_or_else(|_| unreachable_metric());
                 register(r, g.clone());
                 g
             },
@@ -153,10 +224,10 @@ impl PipelineLabels {
     }
 
     fn admit(&self, pipeline: &str) -> bool {
-        if let Ok(known) = self.known.read() {
-            if known.contains(pipeline) {
-                return true;
-            }
+        if let Ok(known) = self.known.read()
+            && known.contains(pipeline)
+        {
+            return true;
         }
         if self.count.load(Ordering::Relaxed) >= self.max {
             return false;

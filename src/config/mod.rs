@@ -319,18 +319,7 @@ fn from_table(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
         .collect();
     unique(routes.iter().map(|r| &*r.name), "routes", p);
 
-    Some(Config {
-        server,
-        admin,
-        audit,
-        issuers,
-        upstreams,
-        routes,
-        rate_limits,
-        metrics,
-        warnings,
-        source: None,
-    })
+    Some(Config { server, admin, audit, issuers, upstreams, routes, rate_limits, metrics, warnings, source: None })
 }
 
 /// Elements of an array of tables, each with its path.
@@ -420,7 +409,13 @@ fn server_section(raw: raw::RawServer, p: &mut Problems) -> Server {
         max_request_body: size_or(raw.max_request_body, 10 << 20, at, "max_request_body", p),
         max_header_bytes: usize::try_from(max_header_bytes).unwrap_or(usize::MAX),
         request_timeout: duration_or(raw.request_timeout, Duration::from_secs(60), at, "request_timeout", p),
-        header_read_timeout: duration_or(raw.header_read_timeout, Duration::from_secs(10), at, "header_read_timeout", p),
+        header_read_timeout: duration_or(
+            raw.header_read_timeout,
+            Duration::from_secs(10),
+            at,
+            "header_read_timeout",
+            p,
+        ),
         idle_timeout: duration_or(raw.idle_timeout, Duration::from_secs(90), at, "idle_timeout", p),
         shutdown_grace: duration_or(raw.shutdown_grace, Duration::from_secs(30), at, "shutdown_grace", p),
         trusted_proxies,
@@ -456,9 +451,9 @@ fn upstream_section(raw: raw::RawUpstream, at: &str, p: &mut Problems) -> Option
     let name = required(raw.name, at, "name", p);
     let url = required(raw.url, at, "url", p);
     let credential = credential::validate(raw.credential, &join(at, "credential"), p);
-    let subscription_key = raw.subscription_key.and_then(|s| {
-        SecretRef::parse(&s).map_err(|e| p.push(join(at, "subscription_key"), e)).ok()
-    });
+    let subscription_key = raw
+        .subscription_key
+        .and_then(|s| SecretRef::parse(&s).map_err(|e| p.push(join(at, "subscription_key"), e)).ok());
     let subscription_key_header = match raw.subscription_key_header {
         None => HeaderName::from_static("ocp-apim-subscription-key"),
         Some(h) => HeaderName::from_bytes(h.as_bytes()).unwrap_or_else(|_| {
@@ -515,15 +510,15 @@ fn route_section(
 ) -> Option<Route> {
     let name = required(raw.name, at, "name", p);
     let prefix = required(raw.path_prefix, at, "path_prefix", p);
-    if let Some(prefix) = &prefix {
-        if !prefix.starts_with('/') {
-            p.push(join(at, "path_prefix"), "must start with `/`");
-        }
+    if let Some(prefix) = &prefix
+        && !prefix.starts_with('/')
+    {
+        p.push(join(at, "path_prefix"), "must start with `/`");
     }
-    if let Some(rewrite) = &raw.rewrite_prefix {
-        if !rewrite.starts_with('/') {
-            p.push(join(at, "rewrite_prefix"), "must start with `/`");
-        }
+    if let Some(rewrite) = &raw.rewrite_prefix
+        && !rewrite.starts_with('/')
+    {
+        p.push(join(at, "rewrite_prefix"), "must start with `/`");
     }
     let methods = raw.methods.map(|list| {
         list.iter()
@@ -546,14 +541,17 @@ fn route_section(
         }
         found
     });
-    if let Some(policy) = &raw.rate_limit {
-        if !rate_limits.has_policy(policy) {
-            p.push(join(at, "rate_limit"), format!("no rate-limit policy named {policy:?}"));
-        }
+    if let Some(policy) = &raw.rate_limit
+        && !rate_limits.has_policy(policy)
+    {
+        p.push(join(at, "rate_limit"), format!("no rate-limit policy named {policy:?}"));
     }
     let allow = match raw.allow {
         None => {
-            p.push(join(at, "allow"), "is required: say who may call this route (pipelines, teams, roles, principals or issuers)");
+            p.push(
+                join(at, "allow"),
+                "is required: say who may call this route (pipelines, teams, roles, principals or issuers)",
+            );
             None
         }
         Some(allow) => crate::policy::Allow::compile(allow, &join(at, "allow"), issuers, p),

@@ -61,8 +61,7 @@ impl Problems {
         let Ok(doc) = source.parse::<toml_edit::Document<String>>() else { return };
         for problem in &mut self.list {
             if problem.location.is_none() {
-                problem.location =
-                    span_of(doc.as_table(), &problem.path).map(|offset| line_col(source, offset));
+                problem.location = span_of(doc.as_table(), &problem.path).map(|offset| line_col(source, offset));
             }
         }
     }
