@@ -1,1 +1,270 @@
-//! TODO
+//! Audit: one JSON object per line per request (contract §7), written when the response has been
+//! sent or the client went away. Records leave the request path through a bounded queue; a
+//! writer task serialises and writes them in batches. A full queue drops the record and counts
+//! `airgate_audit_dropped_total` rather than slowing requests. Never a token, secret, key or body.
+
+use crate::{
+    body::{Body, BoxError, Counters},
+    config::{self, AuditSink},
+    error::Outcome,
+    identity::Identity,
+    metrics::Metrics,
+};
+use bytes::Bytes;
+use http::{HeaderValue, Method};
+use http_body::{Frame, SizeHint};
+use serde::Serialize;
+use std::{
+    borrow::Cow,
+    net::IpAddr,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+    task::{Context, Poll},
+    time::{Instant, SystemTime},
+};
+use tokio::{io::AsyncWriteExt, sync::mpsc, task::JoinHandle};
+
+/// Everything known about one request, filled in as it passes the phases.
+#[derive(Debug)]
+pub struct Record {
+    /// When the request head arrived.
+    pub ts: SystemTime,
+    /// Monotonic start, for durations.
+    pub start: Instant,
+    /// `X-Request-Id`.
+    pub request_id: HeaderValue,
+    /// What happened.
+    pub outcome: Outcome,
+    /// Why (refusals only).
+    pub reason: Option<Cow<'static, str>>,
+    /// Status sent.
+    pub status: u16,
+    /// Request method.
+    pub method: Method,
+    /// Route name, once matched.
+    pub route: Option<Arc<str>>,
+    /// Path (and query when `audit.include_query`).
+    pub path: String,
+    /// Upstream name, once known.
+    pub upstream: Option<Arc<str>>,
+    /// Issuer name, once known (also for failed verification).
+    pub issuer: Option<Arc<str>>,
+    /// The verified identity.
+    pub identity: Option<Arc<Identity>>,
+    /// Client address (see `trusted_proxies`).
+    pub client_ip: IpAddr,
+    /// Time spent waiting for the upstream's response head.
+    pub upstream_duration_ms: Option<f64>,
+    /// W3C trace id.
+    pub trace_id: String,
+}
+
+#[derive(Serialize)]
+struct Line<'a> {
+    ts: String,
+    request_id: &'a str,
+    outcome: &'static str,
+    reason: Option<&'a str>,
+    status: u16,
+    method: &'a str,
+    route: Option<&'a str>,
+    path: &'a str,
+    upstream: Option<&'a str>,
+    issuer: Option<&'a str>,
+    principal: Option<&'a str>,
+    pipeline: Option<&'a str>,
+    task: Option<&'a str>,
+    run_id: Option<&'a str>,
+    try_number: Option<NumOrText<'a>>,
+    map_index: Option<NumOrText<'a>>,
+    team: Option<&'a str>,
+    jti: Option<&'a str>,
+    client_ip: String,
+    duration_ms: f64,
+    upstream_duration_ms: Option<f64>,
+    bytes_in: u64,
+    bytes_out: u64,
+    trace_id: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(untagged)]
+enum NumOrText<'a> {
+    Num(i64),
+    Text(&'a str),
+}
+
+fn num_or_text(s: Option<&str>) -> Option<NumOrText<'_>> {
+    s.map(|s| s.parse().map_or(NumOrText::Text(s), NumOrText::Num))
+}
+
+/// A finished record with its end-of-response facts.
+#[derive(Debug)]
+struct Done {
+    record: Record,
+    duration_ms: f64,
+    bytes_in: u64,
+    bytes_out: u64,
+}
+
+impl Done {
+    fn write_json(&self, out: &mut Vec<u8>) {
+        let r = &self.record;
+        let id = r.identity.as_deref();
+        let line = Line {
+            ts: humantime::format_rfc3339_millis(r.ts).to_string(),
+            request_id: r.request_id.to_str().unwrap_or(""),
+            outcome: r.outcome.as_str(),
+            reason: r.reason.as_deref(),
+            status: r.status,
+            method: r.method.as_str(),
+            route: r.route.as_deref(),
+            path: &r.path,
+            upstream: r.upstream.as_deref(),
+            issuer: r.issuer.as_deref().or(id.map(|i| &*i.issuer)),
+            principal: id.and_then(|i| i.principal.as_deref()),
+            pipeline: id.map(|i| i.pipeline.as_str()),
+            task: id.and_then(|i| i.task.as_deref()),
+            run_id: id.and_then(|i| i.run_id.as_deref()),
+            try_number: num_or_text(id.and_then(|i| i.try_number.as_deref())),
+            map_index: num_or_text(id.and_then(|i| i.map_index.as_deref())),
+            team: id.and_then(|i| i.team.as_deref()),
+            jti: id.and_then(|i| i.jti.as_deref()),
+            client_ip: r.client_ip.to_string(),
+            duration_ms: round3(self.duration_ms),
+            upstream_duration_ms: r.upstream_duration_ms.map(round3),
+            bytes_in: self.bytes_in,
+            bytes_out: self.bytes_out,
+            trace_id: &r.trace_id,
+        };
+        // Serialising plain strings and numbers into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, &line);
+        out.push(b'\n');
+    }
+}
+
+fn round3(v: f64) -> f64 {
+    (v * 1000.0).round() / 1000.0
+}
+
+/// The request path's handle on the audit stream.
+#[derive(Debug, Clone)]
+pub struct Auditor {
+    tx: Option<mpsc::Sender<Done>>,
+    metrics: Arc<Metrics>,
+}
+
+impl Auditor {
+    /// Opens the sink and starts the writer task. The task ends, after writing everything queued,
+    /// when the last `Auditor` clone is dropped.
+    pub async fn start(cfg: &config::Audit, metrics: Arc<Metrics>) -> Result<(Self, JoinHandle<()>), String> {
+        let sink: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match &cfg.sink {
+            AuditSink::Stdout => Box::new(tokio::io::stdout()),
+            AuditSink::File(path) => Box::new(
+                tokio::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .await
+                    .map_err(|e| format!("audit file {}: {e}", path.display()))?,
+            ),
+            AuditSink::Discard => Box::new(tokio::io::sink()),
+        };
+        let (tx, rx) = mpsc::channel(cfg.queue);
+        let task = tokio::spawn(write_loop(rx, sink));
+        Ok((Auditor { tx: Some(tx), metrics }, task))
+    }
+
+    /// An auditor that writes nothing (tests and benches of other layers).
+    pub fn disabled(metrics: Arc<Metrics>) -> Self {
+        Auditor { tx: None, metrics }
+    }
+
+    fn submit(&self, done: Done) {
+        if let Some(tx) = &self.tx
+            && tx.try_send(done).is_err()
+        {
+            self.metrics.audit_dropped.inc();
+        }
+    }
+}
+
+async fn write_loop(mut rx: mpsc::Receiver<Done>, mut sink: Box<dyn tokio::io::AsyncWrite + Send + Unpin>) {
+    let mut batch = Vec::with_capacity(256);
+    let mut out = Vec::with_capacity(64 * 1024);
+    while rx.recv_many(&mut batch, 256).await > 0 {
+        for done in batch.drain(..) {
+            done.write_json(&mut out);
+        }
+        if let Err(e) = sink.write_all(&out).await {
+            tracing::error!(error = %e, "audit write failed");
+        }
+        out.clear();
+        if let Err(e) = sink.flush().await {
+            tracing::error!(error = %e, "audit flush failed");
+        }
+    }
+}
+
+/// A response body that writes the request's audit record when it ends or is dropped (the
+/// client went away), with the bytes actually sent.
+#[derive(Debug)]
+pub struct Tracked {
+    inner: Body,
+    record: Option<Record>,
+    counters: Arc<Counters>,
+    auditor: Auditor,
+}
+
+impl Tracked {
+    /// Wraps a response body with its pending audit record.
+    pub fn new(inner: Body, record: Record, counters: Arc<Counters>, auditor: Auditor) -> Self {
+        Tracked { inner, record: Some(record), counters, auditor }
+    }
+
+    fn finish(&mut self) {
+        if let Some(record) = self.record.take() {
+            let done = Done {
+                duration_ms: record.start.elapsed().as_secs_f64() * 1000.0,
+                bytes_in: self.counters.bytes_in.load(Ordering::Relaxed),
+                bytes_out: self.counters.bytes_out.load(Ordering::Relaxed),
+                record,
+            };
+            self.auditor.submit(done);
+        }
+    }
+}
+
+impl Drop for Tracked {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
+impl http_body::Body for Tracked {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    this.counters.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
+                }
+            }
+            Poll::Ready(None) => this.finish(),
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

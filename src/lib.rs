@@ -8,6 +8,7 @@
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod admin;
+pub mod app;
 pub mod audit;
 pub mod body;
 pub mod cli;
@@ -22,4 +23,5 @@ pub mod reload;
 pub mod route;
 pub mod server;
 pub mod stack;
+pub mod tls;
 pub mod upstream;

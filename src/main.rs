@@ -1,1 +1,119 @@
-fn main() {}
+//! The boot script: logging → configuration (exit 2 on error) → start → wait for signals →
+//! drain with a deadline. Everything else lives in the library.
+
+use airgate::{
+    app, cli,
+    cli::{Cli, Command, LogFormat},
+    config,
+};
+use clap::Parser;
+use std::{io::IsTerminal, process::ExitCode};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Check { config } => match config::load(&config) {
+            Ok(c) => {
+                print!("{} is valid\n{}", config.display(), config::summary(&c));
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                eprint!("{}: {problems}", config.display());
+                ExitCode::from(2)
+            }
+        },
+        Command::Run { config } => match config::load(&config) {
+            Ok(c) => {
+                for w in &c.warnings {
+                    tracing::warn!("{w}");
+                }
+                match runtime() {
+                    Ok(rt) => rt.block_on(serve(c)),
+                    Err(code) => code,
+                }
+            }
+            Err(problems) => {
+                eprint!("{}: {problems}", config.display());
+                ExitCode::from(2)
+            }
+        },
+        Command::Demo { port, admin_port } => match runtime() {
+            Ok(rt) => match rt.block_on(airgate::demo::run(port, admin_port)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("airgate demo: {e}");
+                    ExitCode::FAILURE
+                }
+            },
+            Err(code) => code,
+        },
+        Command::Token(args) => match cli::token(&args) {
+            Ok(token) => {
+                println!("{token}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("airgate token: {e}");
+                ExitCode::from(2)
+            }
+        },
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+        eprintln!("airgate: cannot start the runtime: {e}");
+        ExitCode::FAILURE
+    })
+}
+
+async fn serve(config: config::Config) -> ExitCode {
+    let running = match app::start(config, app::Options::default()).await {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("airgate: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = wait_for_shutdown(&running).await {
+        eprintln!("airgate: {e}");
+        return ExitCode::FAILURE;
+    }
+    tracing::info!("shutting down: draining in-flight requests");
+    if running.shutdown().await {
+        tracing::info!("drained; bye");
+    } else {
+        tracing::warn!("shutdown_grace elapsed with requests still in flight");
+    }
+    ExitCode::SUCCESS
+}
+
+/// Waits for SIGTERM or SIGINT; reloads on SIGHUP meanwhile.
+async fn wait_for_shutdown(running: &app::Running) -> Result<(), String> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
+    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => { let _ = running.reload(); }
+        }
+    }
+}
+
+fn init_logging(format: Option<LogFormat>) {
+    let format = format.unwrap_or(if std::io::stdout().is_terminal() { LogFormat::Pretty } else { LogFormat::Json });
+    let filter = tracing_subscriber::EnvFilter::try_from_env("AIRGATE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal());
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+        LogFormat::Pretty => builder.compact().init(),
+    }
+}

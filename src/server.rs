@@ -1,1 +1,128 @@
-//! TODO
+//! Listeners: accept loop with a connection cap, TLS, HTTP/1.1 and HTTP/2 (h2c prior knowledge on
+//! plain TCP, ALPN on TLS), the slowloris guard, and graceful drain.
+
+use crate::{
+    config,
+    stack::{ConnInfo, Gateway},
+    tls,
+};
+use hyper::service::service_fn;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
+use std::{convert::Infallible, sync::Arc, time::Duration};
+use tokio::{
+    net::{TcpListener, TcpStream},
+    sync::{Semaphore, watch},
+};
+
+/// Binds a listener, naming the address in the error.
+pub async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {
+    TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} ({what}): {e}"))
+}
+
+/// The HTTP server settings taken from `[server]` at start (listeners are not reloadable).
+fn builder(settings: &config::Server) -> auto::Builder<TokioExecutor> {
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    // hyper rejects heads beyond its buffer itself (plain 431); the buffer is sized above
+    // max_header_bytes so that the gateway's own check answers with problem+json first.
+    let buf = (settings.max_header_bytes * 2 + 16 * 1024).max(8 * 1024);
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_read_timeout)
+        .max_buf_size(buf)
+        .max_headers(256)
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(buf).unwrap_or(u32::MAX))
+        .max_concurrent_streams(256)
+        .keep_alive_interval(Some(Duration::from_secs(30)))
+        .keep_alive_timeout(Duration::from_secs(20));
+    b
+}
+
+/// Serves the proxy listener until `shutdown` flips, then drains in-flight requests for at most
+/// `shutdown_grace`. Returns true when every connection finished in time.
+pub async fn serve(
+    listener: TcpListener,
+    gateway: Arc<Gateway>,
+    settings: config::Server,
+    mut shutdown: watch::Receiver<bool>,
+) -> Result<bool, String> {
+    let tls = match &settings.tls {
+        Some(files) => {
+            let store = tls::CertStore::new(files)?;
+            store.spawn_watch(Duration::from_secs(5));
+            Some(tls::acceptor(store)?)
+        }
+        None => None,
+    };
+    let builder = Arc::new(builder(&settings));
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    loop {
+        // Take a slot before accepting: beyond the cap, connections wait in the kernel backlog.
+        let slot = tokio::select! {
+            slot = slots.clone().acquire_owned() => match slot { Ok(s) => s, Err(_) => break },
+            _ = shutdown.changed() => break,
+        };
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = shutdown.changed() => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = ConnInfo { peer, tls: tls.is_some() };
+        let watcher = graceful.watcher();
+        let builder = builder.clone();
+        let gateway = gateway.clone();
+        let tls = tls.clone();
+        let handshake_timeout = settings.header_read_timeout;
+        tokio::spawn(async move {
+            let _slot = slot;
+            match tls {
+                None => serve_conn(&builder, watcher, stream, gateway, conn).await,
+                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                    Ok(Ok(tls_stream)) => serve_conn(&builder, watcher, tls_stream, gateway, conn).await,
+                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                },
+            }
+        });
+    }
+    drop(listener);
+    gateway.start_draining();
+    Ok(tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await.is_ok())
+}
+
+async fn serve_conn<IO>(
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+    io: IO,
+    gateway: Arc<Gateway>,
+    conn: ConnInfo,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req| {
+        let gateway = gateway.clone();
+        async move { Ok::<_, Infallible>(gateway.handle(req, conn).await) }
+    });
+    let connection = builder.serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(connection.into_owned()).await {
+        tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+    }
+}
+
+/// Used by tests: a plain TCP stream type check.
+#[doc(hidden)]
+pub type PlainStream = TcpStream;

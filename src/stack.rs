@@ -1,1 +1,280 @@
-//! TODO
+//! The one place where a request's path through the gateway is assembled.
+//!
+//! [`Gateway::handle`] loads the current [`Snapshot`] once and runs the phases in this order —
+//! each one a module of its own, each able to refuse with a [`GatewayError`]:
+//!
+//! 1. **head limits and route** ([`route`](crate::route)): cheapest checks first; 400/404/405/413/431 need no
+//!    identity and must not cost a signature verification.
+//! 2. **identity** ([`identity`](crate::identity)): who is calling — 401, or 403 on contradicting assertions.
+//! 3. **policy** ([`policy`](crate::policy)): may this identity use this route — 403; yields a [`Permit`].
+//! 4. **rate limit** ([`ratelimit`](crate::ratelimit)): after policy, so a forbidden caller cannot drain an allowed
+//!    pipeline's budget; before the upstream, so a limited request never reaches it nor
+//!    triggers a token fetch — 429 (or 503 when the backend is down and the policy denies).
+//! 5. **forward** ([`upstream`](crate::upstream)): credential swap, header rewrite, the upstream call — 502/503/504.
+//!
+//! Errors become responses at exactly one rescue point ([`GatewayError::into_response`]); metrics
+//! are counted when the response head is ready, the audit record when the body has been sent.
+//!
+//! [`Permit`]: crate::policy::Permit
+
+use crate::{
+    audit::{Auditor, Record, Tracked},
+    body::{Body, Counters, RequestBody},
+    config::Config,
+    error::{GatewayError, Outcome},
+    identity::Authenticator,
+    metrics::Metrics,
+    policy,
+    ratelimit::Limiter,
+    route::RouteTable,
+    upstream::{Forwarding, Upstream, headers},
+};
+use arc_swap::ArcSwap;
+use http::{HeaderValue, Request, Response};
+use http_body::Body as _;
+use hyper::body::Incoming;
+use std::{
+    borrow::Cow,
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Instant, SystemTime},
+};
+
+/// Everything one configuration generation needs to serve requests. Immutable; a reload builds a
+/// new one (reusing unchanged parts of the old) and swaps it in whole.
+#[derive(Debug)]
+pub struct Snapshot {
+    /// The validated configuration.
+    pub config: Arc<Config>,
+    routes: RouteTable,
+    auth: Authenticator,
+    limiter: Limiter,
+    upstreams: Vec<Upstream>,
+}
+
+impl Snapshot {
+    /// Builds a snapshot. `previous` lends key sets, tokens, pools and limiter state of parts
+    /// whose configuration did not change.
+    pub fn build(config: Config, metrics: &Arc<Metrics>, previous: Option<&Snapshot>) -> Result<Self, String> {
+        let auth = Authenticator::new(&config.issuers, metrics.clone(), previous.map(|p| &p.auth))?;
+        let limiter = Limiter::new(&config.rate_limits, metrics.clone(), previous.map(|p| &p.limiter))?;
+        let upstreams = config
+            .upstreams
+            .iter()
+            .map(|u| {
+                let prev = previous.and_then(|p| p.upstreams.iter().find(|x| x.name() == &u.name));
+                Upstream::new(u, metrics, prev)
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Snapshot { routes: RouteTable::new(&config.routes), config: Arc::new(config), auth, limiter, upstreams })
+    }
+
+    /// What keeps this snapshot from serving (for `/readyz`); empty when ready.
+    pub fn not_ready(&self) -> Vec<String> {
+        let mut missing = self.auth.not_ready();
+        missing.extend(self.upstreams.iter().filter_map(Upstream::not_ready));
+        missing.extend(self.limiter.not_ready());
+        missing
+    }
+}
+
+/// The client side of a connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// Peer address.
+    pub peer: SocketAddr,
+    /// The connection is TLS.
+    pub tls: bool,
+}
+
+/// The gateway: the current snapshot plus process-wide metrics, audit and drain state.
+#[derive(Debug)]
+pub struct Gateway {
+    current: ArcSwap<Snapshot>,
+    metrics: Arc<Metrics>,
+    auditor: Auditor,
+    draining: AtomicBool,
+}
+
+impl Gateway {
+    /// A gateway serving `snapshot`.
+    pub fn new(snapshot: Snapshot, metrics: Arc<Metrics>, auditor: Auditor) -> Arc<Self> {
+        Arc::new(Gateway {
+            current: ArcSwap::from_pointee(snapshot),
+            metrics,
+            auditor,
+            draining: AtomicBool::new(false),
+        })
+    }
+
+    /// The snapshot in force now.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.current.load_full()
+    }
+
+    /// Replaces the snapshot; requests already running finish on the one they started with.
+    pub fn swap(&self, next: Snapshot) {
+        self.current.store(Arc::new(next));
+    }
+
+    /// Metrics shared by every snapshot.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// Marks the gateway as draining: `/readyz` turns 503.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// True after [`Gateway::start_draining`].
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// Serves one request. Never fails: every refusal is a problem+json response.
+    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Tracked> {
+        let start = Instant::now();
+        self.metrics.in_flight.inc();
+        let snap = self.current.load_full();
+        let server = &snap.config.server;
+
+        let request_id = match req.headers().get(&headers::X_REQUEST_ID) {
+            Some(v) if headers::sane_request_id(v) => v.clone(),
+            _ => headers::new_request_id(),
+        };
+        let (traceparent, trace_id) = headers::traceparent(req.headers().get(&headers::TRACEPARENT));
+        let path = match (snap.config.audit.include_query, req.uri().query()) {
+            (true, Some(q)) => format!("{}?{q}", req.uri().path()),
+            _ => req.uri().path().to_owned(),
+        };
+        let mut record = Record {
+            ts: SystemTime::now(),
+            start,
+            request_id: request_id.clone(),
+            outcome: Outcome::Allowed,
+            reason: None,
+            status: 0,
+            method: req.method().clone(),
+            route: None,
+            path,
+            upstream: None,
+            issuer: None,
+            identity: None,
+            client_ip: headers::client_ip(req.headers(), conn.peer.ip(), &server.trusted_proxies),
+            upstream_duration_ms: None,
+            trace_id,
+        };
+        let counters = Arc::new(Counters::default());
+
+        let result = if self.is_draining() {
+            Err(GatewayError::Draining)
+        } else {
+            let phases = self.phases(&snap, req, conn, &mut record, &counters, &request_id, traceparent);
+            match tokio::time::timeout(server.request_timeout, phases).await {
+                Ok(result) => result,
+                Err(_) => Err(GatewayError::UpstreamTimeout),
+            }
+        };
+        let mut resp = match result {
+            Ok(resp) => resp,
+            Err(err) => {
+                record.outcome = err.outcome();
+                record.reason = Some(err.reason());
+                err.into_response(request_id.to_str().unwrap_or(""))
+            }
+        };
+        resp.headers_mut().insert(headers::X_REQUEST_ID, request_id);
+        record.status = resp.status().as_u16();
+        self.count(&record, start);
+        self.metrics.in_flight.dec();
+        resp.map(|body| Tracked::new(body, record, counters, self.auditor.clone()))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn phases(
+        &self,
+        snap: &Snapshot,
+        req: Request<Incoming>,
+        conn: ConnInfo,
+        record: &mut Record,
+        counters: &Arc<Counters>,
+        request_id: &HeaderValue,
+        traceparent: HeaderValue,
+    ) -> Result<Response<Body>, GatewayError> {
+        let server = &snap.config.server;
+
+        // 1. Head limits and route.
+        if head_size(&req) > server.max_header_bytes {
+            return Err(GatewayError::HeadersTooLarge);
+        }
+        let index = snap.routes.find(req.method(), req.uri().path())?;
+        let route = &snap.config.routes[index];
+        record.route = Some(route.name.clone());
+        let upstream = &snap.upstreams[route.upstream];
+        record.upstream = Some(upstream.name().clone());
+        if req.body().size_hint().lower() > server.max_request_body {
+            return Err(GatewayError::PayloadTooLarge);
+        }
+
+        // 2. Identity.
+        let identity = snap.auth.authenticate(req.headers()).await.map_err(|rejection| {
+            record.issuer = rejection.issuer.clone();
+            GatewayError::from(rejection)
+        })?;
+        record.identity = Some(identity.clone());
+
+        // 3. Policy.
+        let permit = policy::authorize(route, identity, &self.metrics)?;
+
+        // 4. Rate limit.
+        let quota = match &route.rate_limit {
+            Some(policy) => Some(snap.limiter.check(policy, &route.name, permit.identity()).await?),
+            None => None,
+        };
+
+        // 5. Forward.
+        let (parts, body) = req.into_parts();
+        let body = RequestBody::new((!body.is_end_stream()).then_some(body), server.max_request_body, counters.clone());
+        let fwd = Forwarding {
+            peer: headers::Peer { ip: conn.peer.ip(), tls: conn.tls },
+            trusted_proxies: &server.trusted_proxies,
+            request_id,
+            traceparent,
+            counters,
+        };
+        let started = Instant::now();
+        let sent = upstream.forward(&permit, route, parts, body, &fwd).await;
+        record.upstream_duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
+        let mut resp = sent?.map(Body::Upstream);
+        if let Some(quota) = quota {
+            quota.apply(resp.headers_mut());
+        }
+        Ok(resp)
+    }
+
+    fn count(&self, record: &Record, start: Instant) {
+        let route = record.route.as_deref().unwrap_or(NONE);
+        let pipeline = record.identity.as_ref().map_or(NONE, |i| self.metrics.pipeline_label(&i.pipeline));
+        let outcome = record.outcome.as_str();
+        let code =
+            http::StatusCode::from_u16(record.status).map_or(Cow::Borrowed("0"), |s| Cow::Owned(s.as_str().to_owned()));
+        self.metrics.requests.with_label_values(&[pipeline, route, &code, outcome]).inc();
+        self.metrics.request_duration.with_label_values(&[route, outcome]).observe(start.elapsed().as_secs_f64());
+        if record.outcome == Outcome::RateLimited {
+            self.metrics.rate_limited.with_label_values(&[pipeline, route]).inc();
+        }
+    }
+}
+
+/// Label value where a request has no route or no identity.
+const NONE: &str = "_none";
+
+/// Size of the request head as the client sent it (request line plus header fields).
+fn head_size<B>(req: &Request<B>) -> usize {
+    let line = req.method().as_str().len() + req.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 12;
+    req.headers().iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}

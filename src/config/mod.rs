@@ -127,7 +127,7 @@ pub struct MetricsSettings {
 }
 
 /// One `[[upstreams]]`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     /// Configuration name (metrics, audit).
     pub name: Arc<str>,

@@ -1,3 +1,192 @@
-//! Upstreams: the pooled client, header rewriting toward the upstream, and credentials.
+//! Upstreams: the pooled client per upstream, the request sent to it (path rewrite, headers,
+//! credential), and the mapping of its failures to 502/504. Credentials and subscription keys
+//! live in their own files; this file only asks them for the current header value.
 
 pub mod client;
+pub mod credential;
+pub mod headers;
+pub mod subscription;
+
+use crate::{
+    body::{BodyTooLarge, Counters, RequestBody},
+    config::{self, Route},
+    error::GatewayError,
+    metrics::Metrics,
+    policy::Permit,
+};
+use credential::CredentialSource;
+use http::{HeaderValue, Request, Response, Uri, Version, header, request};
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::Client,
+    rt::{TokioExecutor, TokioTimer},
+};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
+use subscription::SubscriptionKey;
+
+/// One upstream of a configuration snapshot: its settings, pooled client and credentials.
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    config: Arc<config::Upstream>,
+    client: Client<client::Connector, RequestBody>,
+    credential: Arc<CredentialSource>,
+    subscription: Option<Arc<SubscriptionKey>>,
+    host: HeaderValue,
+    metrics: Arc<Metrics>,
+}
+
+/// Facts about the inbound request the forwarder needs besides the request itself.
+#[derive(Debug)]
+pub struct Forwarding<'a> {
+    /// The client connection.
+    pub peer: headers::Peer,
+    /// `server.trusted_proxies`.
+    pub trusted_proxies: &'a [ipnet::IpNet],
+    /// The request id sent upstream and back to the client.
+    pub request_id: &'a HeaderValue,
+    /// `traceparent` to send (the client's when valid, else generated).
+    pub traceparent: HeaderValue,
+    /// Byte counters of this request (to tell a 413 from an upstream failure).
+    pub counters: &'a Counters,
+}
+
+impl Upstream {
+    /// Builds the upstream; reuses `previous` (pool, token, key) when its configuration is unchanged.
+    pub fn new(cfg: &config::Upstream, metrics: &Arc<Metrics>, previous: Option<&Upstream>) -> Result<Self, String> {
+        if let Some(prev) = previous.filter(|p| *p.config == *cfg) {
+            return Ok(prev.clone());
+        }
+        let https = cfg.scheme == http::uri::Scheme::HTTPS;
+        let connector = client::connector(&client::ClientSettings {
+            ca_file: cfg.ca_file.as_deref(),
+            connect_timeout: cfg.connect_timeout,
+            enable_http2: https,
+        })
+        .map_err(|e| format!("upstream {}: {e}", cfg.name))?;
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(cfg.pool_idle_timeout)
+            .pool_max_idle_per_host(cfg.pool_max_idle)
+            // Prior-knowledge HTTP/2 only for plain http; for https ALPN decides.
+            .http2_only(cfg.http2 && !https)
+            .build(connector);
+        let credential = CredentialSource::start(cfg.name.clone(), &cfg.credential, metrics.clone())
+            .map_err(|e| format!("upstream {}: credential: {e}", cfg.name))?;
+        let subscription = match &cfg.subscription_key {
+            None => None,
+            Some(secret) => Some(
+                SubscriptionKey::start(cfg.name.clone(), cfg.subscription_key_header.clone(), secret, metrics.clone())
+                    .map_err(|e| format!("upstream {}: subscription_key: {e}", cfg.name))?,
+            ),
+        };
+        let host = HeaderValue::from_str(cfg.authority.as_str()).map_err(|e| format!("upstream {}: {e}", cfg.name))?;
+        Ok(Upstream { config: Arc::new(cfg.clone()), client, credential, subscription, host, metrics: metrics.clone() })
+    }
+
+    /// Configuration name.
+    pub fn name(&self) -> &Arc<str> {
+        &self.config.name
+    }
+
+    /// Why this upstream cannot serve now (no valid credential), for `/readyz`.
+    pub fn not_ready(&self) -> Option<String> {
+        self.credential.not_ready()
+    }
+
+    /// Sends the request upstream with the gateway's credential. Takes a [`Permit`]: nothing is
+    /// forwarded without an authorised identity.
+    pub async fn forward(
+        &self,
+        permit: &Permit,
+        route: &Route,
+        mut parts: request::Parts,
+        body: RequestBody,
+        fwd: &Forwarding<'_>,
+    ) -> Result<Response<Incoming>, GatewayError> {
+        // The credential comes first: without one nothing leaves the gateway (503, no I/O).
+        let bearer = self.credential.header()?;
+
+        let path_and_query = crate::route::rewrite(route, &self.config.base_path, parts.uri.path(), parts.uri.query());
+        let inbound_host = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let inbound_host = inbound_host.or_else(|| parts.headers.get(header::HOST).cloned());
+        parts.uri = Uri::builder()
+            .scheme(self.config.scheme.clone())
+            .authority(self.config.authority.clone())
+            .path_and_query(path_and_query)
+            .build()
+            .map_err(|_| GatewayError::BadRequest { reason: "unrepresentable_path" })?;
+        parts.version = Version::HTTP_11;
+        headers::to_upstream(
+            &mut parts.headers,
+            permit.identity(),
+            fwd.peer,
+            fwd.trusted_proxies,
+            inbound_host,
+            fwd.request_id,
+            Some(fwd.traceparent.clone()),
+        );
+        parts.headers.insert(header::HOST, self.host.clone());
+        if let Some(mut bearer) = bearer {
+            bearer.set_sensitive(true);
+            parts.headers.insert(header::AUTHORIZATION, bearer);
+        }
+        if let Some((name, value)) = self.subscription.as_ref().and_then(|s| s.header()) {
+            parts.headers.insert(name.clone(), value);
+        }
+
+        let started = Instant::now();
+        let sent =
+            tokio::time::timeout(self.config.timeout, self.client.request(Request::from_parts(parts, body))).await;
+        let result = match sent {
+            Err(_) => Err(GatewayError::UpstreamTimeout),
+            Ok(Err(e)) if fwd.counters.too_large.load(Ordering::Relaxed) || has_source::<BodyTooLarge>(&e) => {
+                Err(GatewayError::PayloadTooLarge)
+            }
+            Ok(Err(e)) if e.is_connect() => {
+                tracing::debug!(upstream = %self.config.name, error = %client::error_chain(&e), "upstream connect failed");
+                Err(GatewayError::UpstreamError { reason: "upstream_connect" })
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(upstream = %self.config.name, error = %client::error_chain(&e), "upstream request failed");
+                Err(GatewayError::UpstreamError { reason: "upstream_reset" })
+            }
+            Ok(Ok(resp)) => Ok(resp),
+        };
+        let code = match &result {
+            Ok(resp) => resp.status().as_str().to_owned(),
+            Err(GatewayError::UpstreamTimeout) => "timeout".to_owned(),
+            Err(_) => "error".to_owned(),
+        };
+        self.metrics
+            .upstream_duration
+            .with_label_values(&[&*self.config.name, &code])
+            .observe(started.elapsed().as_secs_f64());
+        let mut resp = result?;
+        if resp.status() == http::StatusCode::UNAUTHORIZED
+            && resp
+                .headers()
+                .get_all(header::WWW_AUTHENTICATE)
+                .iter()
+                .any(|v| v.to_str().is_ok_and(|v| v.contains("invalid_token")))
+        {
+            self.credential.upstream_rejected();
+        }
+        headers::strip_hop_by_hop(resp.headers_mut());
+        Ok(resp)
+    }
+}
+
+fn has_source<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if err.is::<E>() {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
