@@ -36,7 +36,12 @@ impl Permit {
 
 /// Decides whether `identity` may use `route`.
 pub fn authorize(route: &Route, identity: Arc<Identity>, _metrics: &Metrics) -> Result<Permit, GatewayError> {
-    if route.allow.pipelines.iter().any(|p| p == "*" || *p == identity.pipeline) {
+    if route
+        .allow
+        .pipelines
+        .iter()
+        .any(|p| p.strip_suffix('*').map_or(*p == identity.pipeline, |head| identity.pipeline.starts_with(head)))
+    {
         Ok(Permit { identity })
     } else {
         Err(GatewayError::Forbidden { reason: "pipeline_not_allowed".into() })

@@ -1,0 +1,313 @@
+//! Test harness: a loopback upstream that records what it receives, an in-process gateway
+//! started on port 0, and small HTTP clients. Shared by the end-to-end test binaries.
+#![allow(dead_code)]
+
+use airgate::{app, config};
+use bytes::Bytes;
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::{body::Incoming, service::service_fn};
+use hyper_util::{
+    client::legacy::{Client, connect::HttpConnector},
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use std::{
+    net::SocketAddr,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+use tokio::net::TcpListener;
+
+/// One request as the upstream saw it.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: Method,
+    pub uri: String,
+    pub version: http::Version,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+/// A loopback upstream. Behaviour by path: `/slow/<ms>`, `/status/<code>`, `/close`
+/// (drops the connection), `/bytes/<n>` (n response bytes); anything else answers 200 `ok`.
+#[derive(Clone)]
+pub struct Upstream {
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+}
+
+impl Upstream {
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn requests(&self) -> Vec<Seen> {
+        self.seen.lock().unwrap().clone()
+    }
+
+    pub fn last(&self) -> Seen {
+        self.seen.lock().unwrap().last().cloned().expect("the upstream saw no request")
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+}
+
+async fn upstream_answer(
+    req: Request<Incoming>,
+    seen: Arc<Mutex<Vec<Seen>>>,
+) -> Result<Response<Full<Bytes>>, std::io::Error> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let path = parts.uri.path().to_owned();
+    seen.lock().unwrap().push(Seen {
+        method: parts.method.clone(),
+        uri: parts.uri.to_string(),
+        version: parts.version,
+        headers: parts.headers.clone(),
+        body: body.clone(),
+    });
+    let mut status = StatusCode::OK;
+    let mut out = Bytes::from_static(b"ok");
+    if let Some(ms) = path.strip_prefix("/slow/").and_then(|s| s.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    } else if let Some(code) = path.strip_prefix("/status/").and_then(|s| s.parse().ok()) {
+        status = StatusCode::from_u16(code).unwrap();
+    } else if path == "/close" {
+        return Err(std::io::Error::other("closing on purpose"));
+    } else if let Some(n) = path.strip_prefix("/bytes/").and_then(|s| s.parse::<usize>().ok()) {
+        out = Bytes::from(vec![b'x'; n]);
+    } else if path.ends_with("/echo-body") {
+        out = body;
+    }
+    let mut resp = Response::new(Full::new(out));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert("x-upstream", "1".parse().unwrap());
+    resp.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
+    resp.headers_mut().insert("connection", "x-upstream-hop".parse().unwrap());
+    resp.headers_mut().insert("x-upstream-hop", "1".parse().unwrap());
+    Ok(resp)
+}
+
+/// Starts a plain-TCP upstream speaking HTTP/1.1 and h2c (prior knowledge).
+pub async fn upstream() -> Upstream {
+    upstream_with(None).await
+}
+
+/// Starts an upstream; with `tls`, it speaks TLS with ALPN h2/http1.1.
+pub async fn upstream_with(tls: Option<tokio_rustls::TlsAcceptor>) -> Upstream {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let up = Upstream { addr, seen: seen.clone() };
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else { return };
+            let seen = seen.clone();
+            let tls = tls.clone();
+            tokio::spawn(async move {
+                let service = service_fn(move |req| upstream_answer(req, seen.clone()));
+                let builder = auto::Builder::new(TokioExecutor::new());
+                match tls {
+                    None => {
+                        let _ = builder.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                    Some(acc) => {
+                        if let Ok(s) = acc.accept(stream).await {
+                            let _ = builder.serve_connection(TokioIo::new(s), service).await;
+                        }
+                    }
+                }
+            });
+        }
+    });
+    up
+}
+
+/// A gateway running in this process.
+pub struct Gateway {
+    pub running: app::Running,
+    pub dir: tempfile::TempDir,
+    pub audit: PathBuf,
+}
+
+impl Gateway {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.proxy_addr)
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://{}{path}", self.running.admin_addr)
+    }
+
+    /// Audit lines written so far (waits briefly for the writer).
+    pub async fn audit_lines(&self, at_least: usize) -> Vec<serde_json::Value> {
+        for _ in 0..100 {
+            let text = std::fs::read_to_string(&self.audit).unwrap_or_default();
+            let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+            if lines.len() >= at_least {
+                return lines;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("fewer than {at_least} audit lines in {}", self.audit.display());
+    }
+}
+
+/// The configuration header every test gateway shares: port-0 listeners, audit to a file.
+pub fn base_config(dir: &std::path::Path) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[audit]\nsink = \"file\"\npath = \"{}\"\n",
+        dir.join("audit.jsonl").display()
+    )
+}
+
+/// Starts a gateway with `body` appended to the base configuration. `{dir}` in `body` is the
+/// test's temporary directory.
+pub async fn gateway(body: &str) -> Gateway {
+    let dir = tempfile::tempdir().unwrap();
+    let text = format!("{}{}", base_config(dir.path()), body.replace("{dir}", &dir.path().display().to_string()));
+    let config = match config::parse(&text) {
+        Ok(c) => c,
+        Err(p) => panic!("test config invalid:\n{p}\n{text}"),
+    };
+    let running = app::start(config, app::Options { watch_config: None }).await.unwrap();
+    Gateway { audit: dir.path().join("audit.jsonl"), running, dir }
+}
+
+/// A caller token for `dag`.
+pub fn token(dag: &str) -> String {
+    format!("placeholder:{dag}")
+}
+
+/// A plain HTTP/1.1 client.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A prior-knowledge HTTP/2 client.
+pub fn h2_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
+/// A whole response.
+#[derive(Debug)]
+pub struct Got {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Got {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {:?}", self.body))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// Asserts a problem+json answer with `status` and returns it.
+    pub fn problem(&self, status: u16) -> serde_json::Value {
+        assert_eq!(self.status.as_u16(), status, "body: {}", self.text());
+        assert_eq!(self.headers["content-type"], "application/problem+json");
+        let p = self.json();
+        assert_eq!(p["status"], status);
+        for key in ["type", "title", "detail", "request_id"] {
+            assert!(p[key].is_string(), "problem lacks {key}: {p}");
+        }
+        assert_eq!(p["request_id"], self.headers["x-request-id"].to_str().unwrap());
+        p
+    }
+}
+
+/// Sends a request with `client`.
+pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, req: Request<Full<Bytes>>) -> Got {
+    let resp = client.request(req).await.expect("request failed");
+    let (parts, body) = resp.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Got { status: parts.status, headers: parts.headers, body }
+}
+
+/// Builds a request with a bearer token for `dag`.
+pub fn authed(method: Method, url: &str, dag: &str, body: &'static str) -> http::request::Builder {
+    let _ = body;
+    Request::builder().method(method).uri(url).header("authorization", format!("Bearer {}", token(dag)))
+}
+
+/// GET with a token for `dag`.
+pub async fn get(url: &str, dag: &str) -> Got {
+    send(&client(), authed(Method::GET, url, dag, "").body(Full::default()).unwrap()).await
+}
+
+/// Sends raw bytes on a fresh TCP connection and returns everything read until close or `wait`.
+pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A CA and a leaf certificate for `127.0.0.1`/`localhost`, as PEM strings.
+pub struct Pki {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn pki() -> Pki {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let leaf = leaf_params.signed_by(&leaf_key, &issuer).unwrap();
+    Pki { ca_pem: ca.pem(), cert_pem: leaf.pem(), key_pem: leaf_key.serialize_pem() }
+}
+
+/// A rustls server acceptor for the PKI's leaf.
+pub fn tls_acceptor(pki: &Pki) -> tokio_rustls::TlsAcceptor {
+    let certs = rustls_pemfile::certs(&mut pki.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
+    let key = rustls_pemfile::private_key(&mut pki.key_pem.as_bytes()).unwrap().unwrap();
+    let mut cfg = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    tokio_rustls::TlsAcceptor::from(Arc::new(cfg))
+}
+
+/// A rustls client config trusting only the PKI's CA, offering `alpn`.
+pub fn tls_client_config(pki: &Pki, alpn: &[&[u8]]) -> rustls::ClientConfig {
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pemfile::certs(&mut pki.ca_pem.as_bytes()) {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::aws_lc_rs::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    cfg
+}
+
+/// The process's resident set size in KiB.
+pub fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap()
+}
