@@ -3,7 +3,7 @@
 //! secrets ([`SecretRef`]), never their values, so it can be compared across reloads and printed.
 
 use super::{Problems, join, required};
-use crate::config::secret::SecretRef;
+use super::SecretRef;
 use serde::Deserialize;
 use std::path::PathBuf;
 use url::Url;
