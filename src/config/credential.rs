@@ -2,8 +2,8 @@
 //! Raw TOML fields are checked per kind into a [`Credential`] that holds only references to
 //! secrets ([`SecretRef`]), never their values, so it can be compared across reloads and printed.
 
-use super::{Problems, join, required};
 use super::SecretRef;
+use super::{Problems, join, required};
 use serde::Deserialize;
 use std::path::PathBuf;
 use url::Url;
@@ -214,8 +214,7 @@ pub fn validate(raw: Option<RawCredential>, at: &str, p: &mut Problems) -> Optio
             );
             let scope = scope(raw.scope, at, p);
             let tenant_id = required(raw.tenant_id, at, "tenant_id", p).and_then(|t| tenant(t, at, p));
-            let client_id =
-                required(raw.client_id, at, "client_id", p).and_then(|c| non_empty(c, at, "client_id", p));
+            let client_id = required(raw.client_id, at, "client_id", p).and_then(|c| non_empty(c, at, "client_id", p));
             let secret = secret_ref(raw.secret, at, "secret", p);
             let authority_host = raw.authority_host.and_then(|a| authority(&a, at, p));
             let transport = transport(raw.ca_file, None, at, p);
@@ -361,9 +360,8 @@ mod tests {
         assert_eq!(c, None);
         assert!(p.iter().any(|m| m.starts_with("upstreams[0].credential.secret:")), "{p:?}");
         assert!(p.iter().all(|m| !m.contains("hunter2")), "{p:?}");
-        let (c, p) = check(
-            "kind = \"client_secret\"\nscope = \"s\"\ntenant_id = \"t\"\nclient_id = \"c\"\nsecret = \"env:S\"",
-        );
+        let (c, p) =
+            check("kind = \"client_secret\"\nscope = \"s\"\ntenant_id = \"t\"\nclient_id = \"c\"\nsecret = \"env:S\"");
         assert!(p.is_empty(), "{p:?}");
         assert!(matches!(c, Some(Credential::ClientSecret(ClientSecret { secret: SecretRef::Env(_), .. }))));
     }
