@@ -123,8 +123,12 @@ async fn a_rejected_secret_is_reported_without_echoing_it() {
 async fn workload_identity_sends_the_federated_token_as_client_assertion() {
     let logs = captured_logs();
     let pki = pki();
-    let protocol =
-        Protocol::Entra { tenant: TENANT.into(), client_id: CLIENT.into(), secret: None, assertion: Some(ASSERTION.into()) };
+    let protocol = Protocol::Entra {
+        tenant: TENANT.into(),
+        client_id: CLIENT.into(),
+        secret: None,
+        assertion: Some(ASSERTION.into()),
+    };
     let fake = Fake::start(protocol, Some(pki.server.clone()), 3600).await;
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("azure-identity-token");
@@ -251,4 +255,3 @@ async fn the_test_ca_is_needed_to_reach_the_endpoint() {
     assert!(why.to_lowercase().contains("certificate"), "{why}");
     assert_eq!(setup.fake.log.fetches(), 0);
 }
-

@@ -150,7 +150,8 @@ async fn handle(
     let query: HashMap<String, String> =
         url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
     let form: HashMap<String, String> = url::form_urlencoded::parse(&body).into_owned().collect();
-    let seen = Seen { method: parts.method.clone(), path: parts.uri.path().to_owned(), query, headers: parts.headers, form };
+    let seen =
+        Seen { method: parts.method.clone(), path: parts.uri.path().to_owned(), query, headers: parts.headers, form };
     log.seen.lock().unwrap().push(seen.clone());
     let delay = log.delay_ms.load(Ordering::SeqCst);
     if delay > 0 {
@@ -168,7 +169,8 @@ async fn handle(
     let now = SystemTime::now();
     match &*protocol {
         Protocol::ManagedIdentity { identity_header } => {
-            let ok_api = seen.method == http::Method::GET && seen.query.get("api-version").map(String::as_str) == Some("2019-08-01");
+            let ok_api = seen.method == http::Method::GET
+                && seen.query.get("api-version").map(String::as_str) == Some("2019-08-01");
             let Some(resource) = seen.query.get("resource").cloned().filter(|_| ok_api) else {
                 return Ok(json(StatusCode::BAD_REQUEST, serde_json::json!({"error": "invalid_request"})));
             };
@@ -222,7 +224,10 @@ async fn handle(
             }
             // The SDK computes the expiry from expires_in on arrival, so it is a little later
             // than ours; the recorded expiry is the strict one.
-            log.issued.lock().unwrap().push(Issue { token: token.clone(), expires: now + Duration::from_secs(lifetime) });
+            log.issued
+                .lock()
+                .unwrap()
+                .push(Issue { token: token.clone(), expires: now + Duration::from_secs(lifetime) });
             Ok(json(
                 StatusCode::OK,
                 serde_json::json!({
@@ -260,10 +265,7 @@ pub fn pki() -> TestPki {
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
-        .with_single_cert(
-            vec![cert.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
-        )
+        .with_single_cert(vec![cert.der().clone()], rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()))
         .unwrap();
     TestPki { ca_file, server: Arc::new(server), _dir: dir }
 }
