@@ -81,6 +81,8 @@ const REFRESH_LEFT: f64 = 0.5;
 const REFRESH_JITTER: f64 = 0.1;
 /// Never schedule refreshes closer than this (nor closer than a quarter of the lifetime).
 const MIN_REFRESH_IN: Duration = Duration::from_secs(1);
+/// A token with less than this left on arrival is treated as a failed fetch.
+const MIN_LIFETIME: Duration = Duration::from_secs(1);
 /// The largest safety margin before expiry (clock skew, time in flight).
 const MAX_SAFETY: Duration = Duration::from_secs(30);
 
@@ -301,6 +303,17 @@ impl Shared {
     }
 }
 
+/// Whether an upstream answer says our token was refused (RFC 6750): 401 with a
+/// `WWW-Authenticate` challenge carrying `error="invalid_token"`. The request path calls
+/// [`CredentialSource::upstream_rejected`] when this holds.
+pub fn rejects_token(status: http::StatusCode, headers: &http::HeaderMap) -> bool {
+    status == http::StatusCode::UNAUTHORIZED
+        && headers.get_all(http::header::WWW_AUTHENTICATE).iter().any(|v| {
+            let v = String::from_utf8_lossy(v.as_bytes()).to_ascii_lowercase();
+            v.contains("error=\"invalid_token\"") || v.contains("error=invalid_token")
+        })
+}
+
 /// `Bearer <token>`, marked sensitive. The error never contains the token.
 fn bearer(token: &Secret) -> Result<HeaderValue, &'static str> {
     if token.expose().is_empty() {
@@ -343,7 +356,7 @@ async fn refresh_loop(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut sto
         let result = match fetched {
             Err(_) => Err(("timeout", format!("no answer within {:?}", timing.fetch_timeout))),
             Ok(Err(e)) => Err(("error", e)),
-            Ok(Ok(issued)) if issued.expires_in <= safety_margin(issued.expires_in) + MIN_REFRESH_IN / 10 => {
+            Ok(Ok(issued)) if issued.expires_in < MIN_LIFETIME => {
                 Err(("error", format!("the token endpoint returned an expired token ({:?} left)", issued.expires_in)))
             }
             Ok(Ok(issued)) => {
@@ -598,6 +611,20 @@ mod tests {
         tokio::time::sleep(S(60)).await;
         assert_eq!(script.calls.load(Ordering::SeqCst), calls);
         assert_eq!(Arc::strong_count(&script), 1);
+    }
+
+    #[test]
+    fn only_invalid_token_challenges_count_as_rejection() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer realm=\"apim\", error=\"invalid_token\", error_description=\"expired\""),
+        );
+        assert!(rejects_token(http::StatusCode::UNAUTHORIZED, &h));
+        assert!(!rejects_token(http::StatusCode::FORBIDDEN, &h));
+        h.insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"apim\""));
+        assert!(!rejects_token(http::StatusCode::UNAUTHORIZED, &h));
+        assert!(!rejects_token(http::StatusCode::UNAUTHORIZED, &http::HeaderMap::new()));
     }
 
     #[tokio::test]
