@@ -11,7 +11,7 @@
 //! cheap: a pipeline around the shared transport.
 
 use super::{
-    client::{ClientSettings, FetchClient, FetchError, fetch, fetch_client},
+    client::{ClientSettings, FetchClient, fetch, fetch_client},
     credential::{Issued, TokenSource},
 };
 use crate::config::{
@@ -32,7 +32,6 @@ use azure_identity::{
     ClientAssertionCredentialOptions, ClientSecretCredential, ClientSecretCredentialOptions, ManagedIdentityCredential,
     ManagedIdentityCredentialOptions, UserAssignedId, WorkloadIdentityCredential, WorkloadIdentityCredentialOptions,
 };
-use bytes::Bytes;
 use http_body_util::Full;
 use std::{fmt, path::PathBuf, sync::Arc, time::Duration};
 
@@ -92,7 +91,7 @@ impl HttpClient for AzureTransport {
     async fn execute_request(&self, request: &Request) -> azure_core::Result<AsyncRawResponse> {
         let url = self.target(request.url());
         let body = match request.body() {
-            Body::Bytes(bytes) => Bytes::copy_from_slice(bytes),
+            Body::Bytes(bytes) => bytes.clone(),
             Body::SeekableStream(_) => return Err(io_error("streamed request bodies are not supported".into())),
         };
         let mut builder = http::Request::builder()
@@ -105,11 +104,10 @@ impl HttpClient for AzureTransport {
         }
         // The error names the part that is wrong, never a header value (which may be a secret).
         let req = builder.body(Full::new(body)).map_err(|_| io_error("invalid identity request".into()))?;
-        let fetched = fetch(&self.client, req, REQUEST_TIMEOUT, MAX_RESPONSE).await.map_err(|e| match e {
-            FetchError::Timeout(_) | FetchError::Transport(_) | FetchError::TooLarge(_) => {
-                io_error(format!("{} {}: {e}", url.scheme(), url.host_str().unwrap_or_default()))
-            }
-        })?;
+        // Io: the SDK's retry policy (where one is active, IMDS) treats it as transient.
+        let fetched = fetch(&self.client, req, REQUEST_TIMEOUT, MAX_RESPONSE)
+            .await
+            .map_err(|e| io_error(format!("{} {}: {e}", url.scheme(), url.host_str().unwrap_or_default())))?;
         let mut headers = Headers::new();
         for (name, value) in &fetched.headers {
             if let Ok(value) = value.to_str() {

@@ -366,6 +366,10 @@ async fn refresh_loop(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut sto
         match result {
             Ok((header, lifetime)) => {
                 shared.count("success");
+                if failures > 0 || shared.state.load().token.is_none() {
+                    // Worth an operator's eye: the first token, or the end of an outage.
+                    tracing::info!(upstream = %shared.upstream, expires_in = ?lifetime, failures, "upstream token acquired");
+                }
                 failures = 0;
                 let expires_at = now + lifetime;
                 let usable_until = expires_at - safety_margin(lifetime);
