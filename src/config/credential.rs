@@ -389,4 +389,23 @@ mod tests {
         let (c, _) = check("kind = \"static\"\ntoken = \"file:/run/token\"");
         assert_eq!(format!("{c:?}"), "Some(Static { token: file:/run/token })");
     }
+
+    #[test]
+    fn the_contract_example_parses_into_workload_identity() {
+        let text = r#"
+            [[upstreams]]
+            name = "apim"
+            url = "https://contoso.azure-api.net"
+            subscription_key = "file:/mnt/secrets-store/apim-subscription-key"
+            [upstreams.credential]
+            kind = "workload_identity"
+            scope = "api://00000000-0000-0000-0000-000000000000/.default"
+        "#;
+        let config = crate::config::parse(text).unwrap();
+        let credential = &config.upstreams[0].credential;
+        assert_eq!(credential.kind(), "workload_identity");
+        let text = text.replace("workload_identity", "kerberos");
+        let problems = crate::config::parse(&text).unwrap_err();
+        assert!(problems.to_string().contains("upstreams[0].credential.kind"), "{problems}");
+    }
 }
