@@ -2,6 +2,7 @@
 //! credential), and the mapping of its failures to 502/504. Credentials and subscription keys
 //! live in their own files; this file only asks them for the current header value.
 
+pub mod azure;
 pub mod client;
 pub mod credential;
 pub mod headers;
@@ -166,13 +167,7 @@ impl Upstream {
             .with_label_values(&[&*self.config.name, &code])
             .observe(started.elapsed().as_secs_f64());
         let mut resp = result?;
-        if resp.status() == http::StatusCode::UNAUTHORIZED
-            && resp
-                .headers()
-                .get_all(header::WWW_AUTHENTICATE)
-                .iter()
-                .any(|v| v.to_str().is_ok_and(|v| v.contains("invalid_token")))
-        {
+        if credential::rejects_token(resp.status(), resp.headers()) {
             self.credential.upstream_rejected();
         }
         headers::strip_hop_by_hop(resp.headers_mut());
