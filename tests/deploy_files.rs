@@ -87,8 +87,7 @@ fn dockerfile_instructions(text: &str) -> Vec<(String, String)> {
 #[test]
 fn dockerfile_builds_release_and_runs_non_root_on_distroless() {
     let instructions = dockerfile_instructions(&read(&repo().join("docker/Dockerfile")));
-    let froms: Vec<usize> =
-        instructions.iter().enumerate().filter(|(_, (k, _))| k == "FROM").map(|(i, _)| i).collect();
+    let froms: Vec<usize> = instructions.iter().enumerate().filter(|(_, (k, _))| k == "FROM").map(|(i, _)| i).collect();
     assert!(froms.len() >= 2, "multi-stage build expected");
     assert!(
         instructions.iter().all(|(k, _)| k != "HEALTHCHECK"),
@@ -134,8 +133,7 @@ fn dockerfile_builds_release_and_runs_non_root_on_distroless() {
 #[test]
 fn dockerignore_keeps_build_outputs_out_and_sources_in() {
     let text = read(&repo().join(".dockerignore"));
-    let patterns: Vec<&str> =
-        text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
+    let patterns: Vec<&str> = text.lines().map(str::trim).filter(|l| !l.is_empty() && !l.starts_with('#')).collect();
     for needed in ["target/", ".git/"] {
         assert!(patterns.contains(&needed), ".dockerignore must exclude {needed}");
     }
@@ -323,7 +321,11 @@ fn configmap_carries_config_aks_toml_verbatim() {
     let m = Manifests::load();
     let cm = m.one("ConfigMap", "airgate-config");
     let embedded = str_of(&cm["data"]["airgate.toml"], "data.airgate.toml");
-    assert_eq!(embedded, read(&repo().join("config/aks.toml")), "docker/k8s/configmap.yaml drifted from config/aks.toml");
+    assert_eq!(
+        embedded,
+        read(&repo().join("config/aks.toml")),
+        "docker/k8s/configmap.yaml drifted from config/aks.toml"
+    );
 }
 
 #[test]
@@ -427,8 +429,9 @@ fn deployment_probes_security_and_mounts() {
     let secret_name = str_of(&volume_at(&tls_dir)["secret"]["secretName"], "tls secretName");
     let synced = spc["spec"]["secretObjects"].as_sequence().unwrap();
     assert!(
-        synced.iter().any(|s| s["secretName"].as_str() == Some(secret_name)
-            && s["type"].as_str() == Some("kubernetes.io/tls")),
+        synced
+            .iter()
+            .any(|s| s["secretName"].as_str() == Some(secret_name) && s["type"].as_str() == Some("kubernetes.io/tls")),
         "TLS secret {secret_name} is not synced by the SecretProviderClass"
     );
 }
@@ -442,7 +445,10 @@ fn services_pdb_and_service_monitor_select_the_pods() {
     let proxy = m.one("Service", "airgate");
     assert!(labels_match(&proxy["spec"]["selector"], pod_labels));
     let proxy_ports = proxy["spec"]["ports"].as_sequence().unwrap();
-    assert!(proxy_ports.iter().all(|p| p["targetPort"].as_str() != Some("admin")), "workers' Service exposes no admin port");
+    assert!(
+        proxy_ports.iter().all(|p| p["targetPort"].as_str() != Some("admin")),
+        "workers' Service exposes no admin port"
+    );
     assert!(proxy_ports.iter().any(|p| p["targetPort"].as_str() == Some("https")));
 
     let pdb = m.one("PodDisruptionBudget", "airgate");
