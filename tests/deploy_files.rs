@@ -480,3 +480,45 @@ fn services_pdb_and_service_monitor_select_the_pods() {
     assert_eq!(annotations["prometheus.io/port"].as_str(), Some("9090"));
     assert_eq!(annotations["prometheus.io/path"].as_str(), Some("/metrics"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// config/*.toml and docker/*.toml
+// ---------------------------------------------------------------------------------------------
+
+/// `(key path, value)` of every string in a TOML value.
+fn toml_leaves(v: &toml::Value, at: String, out: &mut Vec<(String, String)>) {
+    match v {
+        toml::Value::String(s) => out.push((at, s.clone())),
+        toml::Value::Array(items) => {
+            items.iter().enumerate().for_each(|(i, item)| toml_leaves(item, format!("{at}[{i}]"), out))
+        }
+        toml::Value::Table(t) => t.iter().for_each(|(k, item)| toml_leaves(item, format!("{at}.{k}"), out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn example_configs_name_secrets_only_by_reference() {
+    let mut files: Vec<PathBuf> = ["config", "docker"]
+        .iter()
+        .flat_map(|dir| std::fs::read_dir(repo().join(dir)).unwrap().map(|e| e.unwrap().path()))
+        .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("toml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 4, "{files:?}");
+    for file in files {
+        let mut leaves = Vec::new();
+        toml_leaves(&toml::Value::Table(toml_file(&file)), String::new(), &mut leaves);
+        for (at, value) in leaves {
+            let key = at.rsplit('.').next().unwrap();
+            let is_reference = value.starts_with("env:") || value.starts_with("file:");
+            if matches!(key, "subscription_key" | "shared_secret" | "signing_key" | "token" | "secret") {
+                assert!(is_reference, "{}: {at} must be an env:/file: reference", file.display());
+            }
+            if key == "redis_url" && !is_reference {
+                assert!(!value.contains('@'), "{}: {at} carries credentials; use a reference", file.display());
+            }
+            assert_ne!(value, "urn:airflow.apache.org:task", "{}: {at}", file.display());
+        }
+    }
+}
