@@ -38,7 +38,7 @@ pub struct Running {
     shutdown: watch::Sender<bool>,
     proxy: JoinHandle<Result<bool, String>>,
     admin: JoinHandle<()>,
-    audit: JoinHandle<()>,
+    audit: crate::audit::Closer,
     watcher: Option<JoinHandle<()>>,
 }
 
@@ -94,9 +94,7 @@ impl Running {
         if let Some(w) = self.watcher {
             w.abort();
         }
-        // The writer ends once every Auditor clone is gone: the gateway's and the bodies'.
-        drop(self.gateway);
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.audit).await;
+        self.audit.close(Duration::from_secs(5)).await;
         drained
     }
 }

@@ -156,8 +156,8 @@ pub struct Auditor {
 
 impl Auditor {
     /// Opens the sink and starts the writer task. The task ends, after writing everything queued,
-    /// when the last `Auditor` clone is dropped.
-    pub async fn start(cfg: &config::Audit, metrics: Arc<Metrics>) -> Result<(Self, JoinHandle<()>), String> {
+    /// when the returned [`Closer`] is closed or the last `Auditor` clone is dropped.
+    pub async fn start(cfg: &config::Audit, metrics: Arc<Metrics>) -> Result<(Self, Closer), String> {
         let sink: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match &cfg.sink {
             AuditSink::Stdout => Box::new(tokio::io::stdout()),
             AuditSink::File(path) => Box::new(
@@ -171,8 +171,9 @@ impl Auditor {
             AuditSink::Discard => Box::new(tokio::io::sink()),
         };
         let (tx, rx) = mpsc::channel(cfg.queue);
-        let task = tokio::spawn(write_loop(rx, sink));
-        Ok((Auditor { tx: Some(tx), metrics }, task))
+        let (stop, stopped) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(write_loop(rx, sink, stopped));
+        Ok((Auditor { tx: Some(tx), metrics }, Closer { stop, task }))
     }
 
     /// An auditor that writes nothing (tests and benches of other layers).
@@ -189,10 +190,46 @@ impl Auditor {
     }
 }
 
-async fn write_loop(mut rx: mpsc::Receiver<Done>, mut sink: Box<dyn tokio::io::AsyncWrite + Send + Unpin>) {
+/// Ends the audit writer after it has written everything already queued.
+#[derive(Debug)]
+pub struct Closer {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+impl Closer {
+    /// Stops taking records, writes the queued ones, flushes; waits at most `deadline`.
+    pub async fn close(self, deadline: std::time::Duration) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(deadline, self.task).await;
+    }
+}
+
+async fn write_loop(
+    mut rx: mpsc::Receiver<Done>,
+    mut sink: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
+    mut stopped: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut batch = Vec::with_capacity(256);
     let mut out = Vec::with_capacity(64 * 1024);
-    while rx.recv_many(&mut batch, 256).await > 0 {
+    let mut closing = false;
+    loop {
+        let received = if closing {
+            rx.recv_many(&mut batch, 256).await
+        } else {
+            tokio::select! {
+                n = rx.recv_many(&mut batch, 256) => n,
+                _ = &mut stopped => {
+                    // Take no new records; what is queued is still written below.
+                    closing = true;
+                    rx.close();
+                    continue;
+                }
+            }
+        };
+        if received == 0 {
+            break;
+        }
         for done in batch.drain(..) {
             done.write_json(&mut out);
         }
