@@ -571,3 +571,33 @@ async fn metrics_after_traffic() {
     let health = send(&client(), Request::get(gw.admin("/healthz")).body(Full::default()).unwrap()).await;
     assert_eq!(health.status, 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_upload_streams_with_flat_memory() {
+    const CHUNK: usize = 256 * 1024;
+    const CHUNKS: usize = 4096; // 1 GiB
+    let up = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let text = base_config(dir.path()).replace("[admin]", "max_request_body = \"2GiB\"\n[admin]")
+        + &routes(&up.url()).replace("timeout = \"1s\"", "timeout = \"60s\"");
+    let running = airgate::app::start(airgate::config::parse(&text).unwrap(), airgate::app::Options { watch_config: None })
+        .await
+        .unwrap();
+    let chunk = Bytes::from(vec![b'z'; CHUNK]);
+    let stream = futures_util::stream::iter(
+        (0..CHUNKS).map(move |_| Ok::<_, std::io::Error>(http_body::Frame::data(chunk.clone()))),
+    );
+    let body = http_body_util::StreamBody::new(stream);
+    let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
+    let before = rss_kib();
+    let req = Request::post(format!("http://{}/reports/discard", running.proxy_addr))
+        .header("authorization", format!("Bearer {}", token("d")))
+        .body(body)
+        .unwrap();
+    let resp = c.request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let got = http_body_util::BodyExt::collect(resp.into_body()).await.unwrap().to_bytes();
+    assert_eq!(got, (CHUNK * CHUNKS).to_string().as_bytes());
+    let grown_mib = rss_kib().saturating_sub(before) / 1024;
+    assert!(grown_mib < 64, "RSS grew by {grown_mib} MiB while streaming 1 GiB");
+}

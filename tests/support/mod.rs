@@ -60,7 +60,19 @@ async fn upstream_answer(
     req: Request<Incoming>,
     seen: Arc<Mutex<Vec<Seen>>>,
 ) -> Result<Response<Full<Bytes>>, std::io::Error> {
-    let (parts, body) = req.into_parts();
+    let (parts, mut body) = req.into_parts();
+    if parts.uri.path().ends_with("/discard") {
+        // Stream the body away without keeping it: memory stays flat whatever the size.
+        let mut n: u64 = 0;
+        while let Some(frame) = body.frame().await {
+            if let Ok(data) = frame.map(|f| f.into_data()) {
+                n += data.map_or(0, |d| d.len() as u64);
+            } else {
+                break;
+            }
+        }
+        return Ok(Response::new(Full::new(Bytes::from(n.to_string()))));
+    }
     let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
     let path = parts.uri.path().to_owned();
     seen.lock().unwrap().push(Seen {
