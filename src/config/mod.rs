@@ -69,10 +69,9 @@ pub struct Server {
     pub max_header_bytes: usize,
     /// Deadline for one whole request, gateway to upstream and back.
     pub request_timeout: Duration,
-    /// Deadline for a client to send the request head (slowloris guard).
+    /// Deadline for a client to send a request head, also between keep-alive requests (slowloris
+    /// guard and idle timeout).
     pub header_read_timeout: Duration,
-    /// Keep-alive connections idle longer than this are closed.
-    pub idle_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// Peers whose `X-Forwarded-*` headers are believed.
@@ -416,7 +415,6 @@ fn server_section(raw: raw::RawServer, p: &mut Problems) -> Server {
             "header_read_timeout",
             p,
         ),
-        idle_timeout: duration_or(raw.idle_timeout, Duration::from_secs(90), at, "idle_timeout", p),
         shutdown_grace: duration_or(raw.shutdown_grace, Duration::from_secs(30), at, "shutdown_grace", p),
         trusted_proxies,
         max_connections,
