@@ -109,7 +109,13 @@ struct Done {
 
 impl Done {
     fn write_json(&self, out: &mut Vec<u8>) {
-        let r = &self.record;
+        encode(&self.record, self.duration_ms, self.bytes_in, self.bytes_out, out);
+    }
+}
+
+/// Appends one audit line (JSON and a newline) for `r` to `out`.
+pub fn encode(r: &Record, duration_ms: f64, bytes_in: u64, bytes_out: u64, out: &mut Vec<u8>) {
+    {
         let id = r.identity.as_deref();
         let line = Line {
             ts: humantime::format_rfc3339_millis(r.ts).to_string(),
@@ -131,10 +137,10 @@ impl Done {
             team: id.and_then(|i| i.team.as_deref()),
             jti: id.and_then(|i| i.jti.as_deref()),
             client_ip: r.client_ip.to_string(),
-            duration_ms: round3(self.duration_ms),
+            duration_ms: round3(duration_ms),
             upstream_duration_ms: r.upstream_duration_ms.map(round3),
-            bytes_in: self.bytes_in,
-            bytes_out: self.bytes_out,
+            bytes_in,
+            bytes_out,
             trace_id: &r.trace_id,
         };
         // Serialising plain strings and numbers into a Vec cannot fail.
