@@ -59,7 +59,9 @@ impl JwksServer {
                         let (j, d, n) = (j.clone(), d.clone(), n.clone());
                         async move {
                             let resp = if d.load(Ordering::SeqCst) {
-                                Response::builder().status(StatusCode::SERVICE_UNAVAILABLE).body(Full::new(Bytes::new()))
+                                Response::builder()
+                                    .status(StatusCode::SERVICE_UNAVAILABLE)
+                                    .body(Full::new(Bytes::new()))
                             } else if req.uri().path() == "/.well-known/openid-configuration" {
                                 let doc = json!({"issuer": "https://idp", "jwks_uri": format!("http://{addr}/jwks")});
                                 Response::builder().body(Full::new(Bytes::from(doc.to_string())))
@@ -135,10 +137,8 @@ fn token(key: &SigningKey, kid: Option<&str>) -> String {
         jsonwebtoken::Algorithm::ES256 => "ES256",
         _ => "RS256",
     };
-    let header: Map<String, Value> = json!({"alg": alg, "typ": "JWT", "kid": kid.unwrap_or(key.kid())})
-        .as_object()
-        .unwrap()
-        .clone();
+    let header: Map<String, Value> =
+        json!({"alg": alg, "typ": "JWT", "kid": kid.unwrap_or(key.kid())}).as_object().unwrap().clone();
     let claims = json!({
         "iss": "https://idp", "aud": "urn:airgate", "sub": "minter", "scope": "egress",
         "dag_id": "sales_daily", "task_id": "load", "jti": format!("{:x}", fastrand::u64(..)),
@@ -182,7 +182,12 @@ async fn ed25519_rs256_and_es256_keys_without_alg_are_accepted() {
 async fn rotation_to_a_new_kid_is_accepted_on_first_sight() {
     let (old, new) = (ed25519(), ed25519());
     let server = JwksServer::start(&[&old]).await;
-    let auth = Authenticator::new(&[issuer(&format!("jwks_url = \"{}\"", server.url()), "refresh_interval = \"1h\"")], Metrics::new(10), None).unwrap();
+    let auth = Authenticator::new(
+        &[issuer(&format!("jwks_url = \"{}\"", server.url()), "refresh_interval = \"1h\"")],
+        Metrics::new(10),
+        None,
+    )
+    .unwrap();
     ready(&auth).await;
     assert!(check(&auth, &token(&old, None)).await.is_ok());
     let before = server.fetches();
@@ -196,8 +201,12 @@ async fn an_unknown_kid_flood_fetches_at_most_once_per_cooldown() {
     let key = ed25519();
     let server = JwksServer::start(&[&key]).await;
     let auth = Arc::new(
-        Authenticator::new(&[issuer(&format!("jwks_url = \"{}\"", server.url()), "refresh_interval = \"1h\"")], Metrics::new(10), None)
-            .unwrap(),
+        Authenticator::new(
+            &[issuer(&format!("jwks_url = \"{}\"", server.url()), "refresh_interval = \"1h\"")],
+            Metrics::new(10),
+            None,
+        )
+        .unwrap(),
     );
     ready(&auth).await;
     let before = server.fetches();
@@ -221,7 +230,12 @@ async fn cached_keys_still_verify_while_the_jwks_server_is_down() {
     let key = ed25519();
     let server = JwksServer::start(&[&key]).await;
     let metrics = Metrics::new(10);
-    let auth = Authenticator::new(&[issuer(&format!("jwks_url = \"{}\"", server.url()), "refresh_interval = \"1s\"")], metrics.clone(), None).unwrap();
+    let auth = Authenticator::new(
+        &[issuer(&format!("jwks_url = \"{}\"", server.url()), "refresh_interval = \"1s\"")],
+        metrics.clone(),
+        None,
+    )
+    .unwrap();
     ready(&auth).await;
     server.down.store(true, Ordering::SeqCst);
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -235,7 +249,12 @@ async fn cached_keys_still_verify_while_the_jwks_server_is_down() {
 async fn a_removed_key_is_rejected_after_the_next_refresh() {
     let (a, b) = (ed25519(), ed25519());
     let server = JwksServer::start(&[&a, &b]).await;
-    let auth = Authenticator::new(&[issuer(&format!("jwks_url = \"{}\"", server.url()), "refresh_interval = \"1s\"")], Metrics::new(10), None).unwrap();
+    let auth = Authenticator::new(
+        &[issuer(&format!("jwks_url = \"{}\"", server.url()), "refresh_interval = \"1s\"")],
+        Metrics::new(10),
+        None,
+    )
+    .unwrap();
     ready(&auth).await;
     let t = token(&a, None);
     assert!(check(&auth, &t).await.is_ok());
@@ -251,7 +270,8 @@ async fn an_issuer_without_keys_is_not_ready_and_refuses() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     drop(listener);
-    let auth = Authenticator::new(&[issuer(&format!("jwks_url = \"http://{addr}/jwks\""), "")], Metrics::new(10), None).unwrap();
+    let auth = Authenticator::new(&[issuer(&format!("jwks_url = \"http://{addr}/jwks\""), "")], Metrics::new(10), None)
+        .unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
     let missing = auth.not_ready();
     assert_eq!(missing.len(), 1);
@@ -264,7 +284,8 @@ async fn discovery_url_leads_to_the_jwks() {
     let key = es256();
     let server = JwksServer::start(&[&key]).await;
     let url = format!("http://{}/.well-known/openid-configuration", server.addr);
-    let auth = Authenticator::new(&[issuer(&format!("discovery_url = \"{url}\""), "")], Metrics::new(10), None).unwrap();
+    let auth =
+        Authenticator::new(&[issuer(&format!("discovery_url = \"{url}\""), "")], Metrics::new(10), None).unwrap();
     assert_eq!(check(&auth, &token(&key, None)).await, Ok("sales_daily".into()));
 }
 
@@ -274,7 +295,12 @@ async fn a_jwks_file_is_reread_when_it_changes() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("jwks.json");
     std::fs::write(&path, jwks_of(&[&a])).unwrap();
-    let auth = Authenticator::new(&[issuer(&format!("jwks_file = {:?}", path.display().to_string()), "")], Metrics::new(10), None).unwrap();
+    let auth = Authenticator::new(
+        &[issuer(&format!("jwks_file = {:?}", path.display().to_string()), "")],
+        Metrics::new(10),
+        None,
+    )
+    .unwrap();
     assert!(check(&auth, &token(&a, None)).await.is_ok());
     std::fs::write(&path, jwks_of(&[&b])).unwrap();
     // Picked up on first sight of the new kid (or by the poll, whichever comes first).

@@ -295,8 +295,7 @@ pub fn validate(raw: RawIssuer, at: &str, p: &mut Problems, warnings: &mut Vec<S
             }
         },
     };
-    let refresh_interval =
-        duration_or(raw.refresh_interval, Duration::from_secs(5 * 60), at, "refresh_interval", p);
+    let refresh_interval = duration_or(raw.refresh_interval, Duration::from_secs(5 * 60), at, "refresh_interval", p);
     let max_stale = duration_or(raw.max_stale, Duration::from_secs(24 * 3600), at, "max_stale", p);
     let unknown_kid_cooldown =
         duration_or(raw.unknown_kid_cooldown, Duration::from_secs(30), at, "unknown_kid_cooldown", p);
@@ -411,7 +410,12 @@ fn key_source(raw: &RawIssuer, at: &str, p: &mut Problems) -> Option<KeySource> 
     }
 }
 
-fn algorithms(raw: Option<Vec<String>>, keys: Option<&KeySource>, at: &str, p: &mut Problems) -> Option<Vec<Algorithm>> {
+fn algorithms(
+    raw: Option<Vec<String>>,
+    keys: Option<&KeySource>,
+    at: &str,
+    p: &mut Problems,
+) -> Option<Vec<Algorithm>> {
     let hmac_source = matches!(keys, Some(KeySource::SharedSecret(_)));
     let Some(list) = raw else {
         return Some(if hmac_source { vec![Algorithm::HS256] } else { DEFAULT_ALGORITHMS.to_vec() });
@@ -430,7 +434,12 @@ fn algorithms(raw: Option<Vec<String>>, keys: Option<&KeySource>, at: &str, p: &
             continue;
         }
         let Ok(alg) = Algorithm::from_str(name) else {
-            p.push(path, format!("unknown algorithm {name:?}; use EdDSA, RS256/384/512, PS256/384/512, ES256/384 or HS256/384/512"));
+            p.push(
+                path,
+                format!(
+                    "unknown algorithm {name:?}; use EdDSA, RS256/384/512, PS256/384/512, ES256/384 or HS256/384/512"
+                ),
+            );
             ok = false;
             continue;
         };
@@ -438,7 +447,10 @@ fn algorithms(raw: Option<Vec<String>>, keys: Option<&KeySource>, at: &str, p: &
             p.push(path, format!("{name} needs shared_secret as the key source (and only HS* algorithms then)"));
             ok = false;
         } else if !is_hmac(alg) && hmac_source {
-            p.push(path, format!("{name} cannot be mixed with shared_secret: an HMAC issuer accepts only HS256/384/512"));
+            p.push(
+                path,
+                format!("{name} cannot be mixed with shared_secret: an HMAC issuer accepts only HS256/384/512"),
+            );
             ok = false;
         } else if !out.contains(&alg) {
             out.push(alg);
@@ -474,7 +486,9 @@ fn grants(
                 Ok(g) => {
                     builder.add(g);
                 }
-                Err(e) => p.push(format!("{at}.principal_pipelines.{principal}[{i}]"), format!("bad glob: {}", e.kind())),
+                Err(e) => {
+                    p.push(format!("{at}.principal_pipelines.{principal}[{i}]"), format!("bad glob: {}", e.kind()))
+                }
             }
         }
         if patterns.is_empty() {
@@ -620,7 +634,9 @@ mod tests {
 
     #[test]
     fn durations_and_sizes_are_checked() {
-        let (_, p, _) = check(&format!("{BASE}jwks_url = \"https://idp/k\"\nrefresh_interval = \"10ms\"\nleeway = \"soon\"\nmax_token_bytes = \"1MiB\"\n"));
+        let (_, p, _) = check(&format!(
+            "{BASE}jwks_url = \"https://idp/k\"\nrefresh_interval = \"10ms\"\nleeway = \"soon\"\nmax_token_bytes = \"1MiB\"\n"
+        ));
         assert!(p.iter().any(|m| m.starts_with("issuers[0].refresh_interval")), "{p:?}");
         assert!(p.iter().any(|m| m.starts_with("issuers[0].leeway")), "{p:?}");
         assert!(p.iter().any(|m| m.starts_with("issuers[0].max_token_bytes")), "{p:?}");
@@ -637,9 +653,7 @@ mod tests {
 
     #[test]
     fn claim_map_overrides() {
-        let (i, p, _) = check(&format!(
-            "{BASE}jwks_file = \"/k\"\n[claims]\nprincipal = \"oid\"\ntry = \"attempt\"\n"
-        ));
+        let (i, p, _) = check(&format!("{BASE}jwks_file = \"/k\"\n[claims]\nprincipal = \"oid\"\ntry = \"attempt\"\n"));
         assert!(p.is_empty(), "{p:?}");
         let i = i.unwrap();
         assert_eq!(&*i.claims.principal, "oid");

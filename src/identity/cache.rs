@@ -66,9 +66,7 @@ pub(crate) struct TokenCache {
 impl TokenCache {
     /// An empty cache.
     pub(crate) fn new() -> Self {
-        TokenCache {
-            inner: Cache::builder().max_capacity(MAX_WEIGHT).weigher(weight).expire_after(UntilExp).build(),
-        }
+        TokenCache { inner: Cache::builder().max_capacity(MAX_WEIGHT).weigher(weight).expire_after(UntilExp).build() }
     }
 
     /// The entry for `key`, if any (the caller re-checks times and key).

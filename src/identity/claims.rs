@@ -24,7 +24,7 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<u64>, 
         Some(Value::Number(n)) => match (n.as_u64(), n.as_f64()) {
             (Some(v), _) => Ok(Some(v)),
             // NumericDate may carry fractions; negative or huge values are nonsense.
-            (None, Some(f)) if f.is_finite() && f >= 0.0 && f < 1e15 => Ok(Some(f.floor() as u64)),
+            (None, Some(f)) if (0.0..1e15).contains(&f) => Ok(Some(f.floor() as u64)),
             _ => Err(reason::MALFORMED),
         },
         Some(_) => Err(reason::MALFORMED),

@@ -210,7 +210,11 @@ fn jwk_key(raw: RawJwk, allowed: AlgSet) -> Result<VerifyKey, String> {
             if b64len(x) != Some(32) {
                 return Err("bad Ed25519 x".into());
             }
-            (DecodingKey::from_ed_components(x).map_err(|e| e.to_string())?, AlgSet::of(&[Algorithm::EdDSA]), digest(&["OKP", x]))
+            (
+                DecodingKey::from_ed_components(x).map_err(|e| e.to_string())?,
+                AlgSet::of(&[Algorithm::EdDSA]),
+                digest(&["OKP", x]),
+            )
         }
         ("EC", Some(crv @ ("P-256" | "P-384"))) => {
             let (x, y) = (raw.x.as_deref().ok_or("no x")?, raw.y.as_deref().ok_or("no y")?);
@@ -218,14 +222,22 @@ fn jwk_key(raw: RawJwk, allowed: AlgSet) -> Result<VerifyKey, String> {
             if b64len(x) != Some(size) || b64len(y) != Some(size) {
                 return Err(format!("bad {crv} coordinates"));
             }
-            (DecodingKey::from_ec_components(x, y).map_err(|e| e.to_string())?, AlgSet::of(&[alg]), digest(&["EC", crv, x, y]))
+            (
+                DecodingKey::from_ec_components(x, y).map_err(|e| e.to_string())?,
+                AlgSet::of(&[alg]),
+                digest(&["EC", crv, x, y]),
+            )
         }
         ("RSA", _) => {
             let (n, e) = (raw.n.as_deref().ok_or("no n")?, raw.e.as_deref().ok_or("no e")?);
             if b64len(n).is_none_or(|l| l < 256) || b64len(e).is_none() {
                 return Err("RSA modulus missing or under 2048 bits".into());
             }
-            (DecodingKey::from_rsa_components(n, e).map_err(|e| e.to_string())?, AlgSet::of(&RSA_ALGS), digest(&["RSA", n, e]))
+            (
+                DecodingKey::from_rsa_components(n, e).map_err(|e| e.to_string())?,
+                AlgSet::of(&RSA_ALGS),
+                digest(&["RSA", n, e]),
+            )
         }
         (kty, crv) => return Err(format!("unsupported key type {kty:?}/{crv:?}")),
     };
@@ -253,7 +265,8 @@ pub(crate) fn parse_jwks(issuer: &str, bytes: &[u8], allowed: AlgSet) -> Result<
     let raw: RawJwks = serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS: {e}"))?;
     let mut keys = Vec::with_capacity(raw.keys.len());
     for (i, value) in raw.keys.into_iter().enumerate() {
-        let parsed = serde_json::from_value::<RawJwk>(value).map_err(|e| e.to_string()).and_then(|k| jwk_key(k, allowed));
+        let parsed =
+            serde_json::from_value::<RawJwk>(value).map_err(|e| e.to_string()).and_then(|k| jwk_key(k, allowed));
         match parsed {
             Ok(k) => keys.push(k),
             Err(why) => tracing::debug!(issuer, index = i, why, "JWKS key skipped"),
@@ -284,7 +297,7 @@ fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
 }
 
 enum Source {
-    Remote { client: FetchClient, url: Url, discovery: bool },
+    Remote { client: Box<FetchClient>, url: Url, discovery: bool },
     File(PathBuf),
     Static,
 }
@@ -321,12 +334,10 @@ impl KeyStore {
         let allowed = AlgSet::of(&issuer.algorithms);
         let (source, initial) = match &issuer.keys {
             KeySource::JwksUrl(url) | KeySource::Discovery(url) => {
-                let client = fetch_client(&ClientSettings {
-                    ca_file: issuer.ca_file.as_deref(),
-                    ..ClientSettings::default()
-                })?;
+                let client =
+                    fetch_client(&ClientSettings { ca_file: issuer.ca_file.as_deref(), ..ClientSettings::default() })?;
                 let discovery = matches!(issuer.keys, KeySource::Discovery(_));
-                (Source::Remote { client, url: url.clone(), discovery }, None)
+                (Source::Remote { client: Box::new(client), url: url.clone(), discovery }, None)
             }
             KeySource::JwksFile(path) => {
                 let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -465,8 +476,8 @@ impl KeyStore {
                 struct Discovery {
                     jwks_uri: String,
                 }
-                let d: Discovery = serde_json::from_slice(&doc.body)
-                    .map_err(|e| format!("discovery document from {url}: {e}"))?;
+                let d: Discovery =
+                    serde_json::from_slice(&doc.body).map_err(|e| format!("discovery document from {url}: {e}"))?;
                 let u = Url::parse(&d.jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
                 if !matches!(u.scheme(), "http" | "https") {
                     return Err("jwks_uri is not http(s)".to_owned());

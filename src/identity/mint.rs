@@ -10,9 +10,7 @@ use aws_lc_rs::{
     hmac,
     rand::{SecureRandom, SystemRandom},
     rsa::PublicKeyComponents,
-    signature::{
-        ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair,
-    },
+    signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, Ed25519KeyPair, KeyPair, RSA_PKCS1_SHA256, RsaKeyPair},
 };
 use base64::{
     Engine,
@@ -82,8 +80,7 @@ pub fn mint(issuer: &Issuer, req: &MintRequest) -> Result<String, String> {
     claims.insert("nbf".into(), json!(now));
     claims.insert("exp".into(), json!(now + req.ttl.as_secs().max(1)));
     claims.insert("jti".into(), json!(random_id()?));
-    let scope: Vec<&str> =
-        issuer.required_scope.as_deref().into_iter().chain(req.extra_scope.as_deref()).collect();
+    let scope: Vec<&str> = issuer.required_scope.as_deref().into_iter().chain(req.extra_scope.as_deref()).collect();
     if !scope.is_empty() {
         claims.insert("scope".into(), json!(scope.join(" ")));
     }

@@ -265,7 +265,12 @@ impl Authenticator {
     }
 
     /// Applies the request's `X-Airflow-*` headers to a verified identity.
-    fn finish(&self, issuer: &Issuer, identity: &Arc<Identity>, headers: &HeaderMap) -> Result<Arc<Identity>, Rejection> {
+    fn finish(
+        &self,
+        issuer: &Issuer,
+        identity: &Arc<Identity>,
+        headers: &HeaderMap,
+    ) -> Result<Arc<Identity>, Rejection> {
         let name = &issuer.name;
         if !issuer.pipeline_from_header {
             let asserted = [
@@ -286,11 +291,8 @@ impl Authenticator {
         let pipeline = single_header(headers, &X_DAG)
             .filter(|p| !p.is_empty() && p.len() <= 250)
             .ok_or_else(|| Rejection::forbidden(reason::MISSING_PIPELINE_HEADER, name))?;
-        let granted = identity
-            .principal
-            .as_deref()
-            .and_then(|p| issuer.grant(p))
-            .is_some_and(|globs| globs.is_match(pipeline));
+        let granted =
+            identity.principal.as_deref().and_then(|p| issuer.grant(p)).is_some_and(|globs| globs.is_match(pipeline));
         if !granted {
             return Err(Rejection::forbidden(reason::PIPELINE_NOT_GRANTED, name));
         }

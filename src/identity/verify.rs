@@ -2,9 +2,7 @@
 //! acceptable, choose the issuer by `iss` (and `aud`), find the key (refetching once on an
 //! unknown `kid`), check the signature with jsonwebtoken (aws-lc-rs), then the claims.
 
-use super::{
-    Authenticator, Rejection, Runtime, cache::Verified, claims, jose, keys::Lookup, reason,
-};
+use super::{Authenticator, Rejection, Runtime, cache::Verified, claims, jose, keys::Lookup, reason};
 use crate::config::AIRFLOW_EXECUTION_AUDIENCE;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
@@ -73,13 +71,9 @@ impl Authenticator {
             let outcome = usable.map(|s| s.find(kid, alg));
             match outcome {
                 Some(Lookup::Found(key)) => {
-                    let ok = jsonwebtoken::crypto::verify(
-                        parsed.signature,
-                        parsed.signing_input.as_bytes(),
-                        &key.key,
-                        alg,
-                    )
-                    .unwrap_or(false);
+                    let ok =
+                        jsonwebtoken::crypto::verify(parsed.signature, parsed.signing_input.as_bytes(), &key.key, alg)
+                            .unwrap_or(false);
                     if !ok {
                         return Err(reject(reason::BAD_SIGNATURE, Some(rt)));
                     }
@@ -187,7 +181,11 @@ mod tests {
         fn header(&self) -> Map<String, Value> {
             obj(json!({"alg": "EdDSA", "typ": "JWT", "kid": self.key.kid()}))
         }
-        fn token(&self, edit_header: impl FnOnce(&mut Map<String, Value>), edit: impl FnOnce(&mut Map<String, Value>)) -> String {
+        fn token(
+            &self,
+            edit_header: impl FnOnce(&mut Map<String, Value>),
+            edit: impl FnOnce(&mut Map<String, Value>),
+        ) -> String {
             let mut h = self.header();
             edit_header(&mut h);
             let mut c = good_claims();
@@ -197,7 +195,11 @@ mod tests {
         fn good(&self) -> String {
             self.token(|_| {}, |_| {})
         }
-        async fn run(&self, token: &str, extra: &[(&str, &str)]) -> Result<std::sync::Arc<super::super::Identity>, (RejectionKind, &'static str)> {
+        async fn run(
+            &self,
+            token: &str,
+            extra: &[(&str, &str)],
+        ) -> Result<std::sync::Arc<super::super::Identity>, (RejectionKind, &'static str)> {
             let mut h = HeaderMap::new();
             h.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {token}")).unwrap());
             for (k, v) in extra {
@@ -237,21 +239,143 @@ mod tests {
                 let c = URL_SAFE_NO_PAD.encode(Value::Object(good_claims()).to_string());
                 format!("{h}.{c}.AAAA")
             }),
-            (reason::UNKNOWN_KID, f.token(|h| { h.insert("kid".into(), json!("other")); }, |_| {})),
-            (reason::UNKNOWN_ISSUER, f.token(|_| {}, |c| { c.insert("iss".into(), json!("https://evil")); })),
-            (reason::WRONG_AUDIENCE, f.token(|_| {}, |c| { c.insert("aud".into(), json!("urn:other")); })),
-            (reason::AIRFLOW_EXECUTION_TOKEN, f.token(|_| {}, |c| { c.insert("aud".into(), json!(["urn:airgate", "urn:airflow.apache.org:task"])); })),
-            (reason::EXPIRED, f.token(|_| {}, |c| { c.insert("exp".into(), json!(n - 11)); c.insert("iat".into(), json!(n - 100)); c.insert("nbf".into(), json!(n - 100)); })),
-            (reason::NOT_YET_VALID, f.token(|_| {}, |c| { c.insert("nbf".into(), json!(n + 60)); })),
-            (reason::MISSING_CLAIM, f.token(|_| {}, |c| { c.remove("exp"); })),
-            (reason::MISSING_CLAIM, f.token(|_| {}, |c| { c.remove("iat"); })),
-            (reason::LIFETIME_TOO_LONG, f.token(|_| {}, |c| { c.insert("exp".into(), json!(n + 901)); })),
-            (reason::WRONG_SCOPE, f.token(|_| {}, |c| { c.insert("scope".into(), json!("read")); })),
-            (reason::WRONG_SCOPE, f.token(|_| {}, |c| { c.remove("scope"); })),
-            (reason::MISSING_PIPELINE, f.token(|_| {}, |c| { c.remove("dag_id"); })),
-            (reason::EMBEDDED_KEY, f.token(|h| { h.insert("jwk".into(), f.key.public_jwk()); }, |_| {})),
-            (reason::EMBEDDED_KEY, f.token(|h| { h.insert("jku".into(), json!("https://evil/jwks")); }, |_| {})),
-            (reason::CRIT_HEADER, f.token(|h| { h.insert("crit".into(), json!(["exp"])); }, |_| {})),
+            (
+                reason::UNKNOWN_KID,
+                f.token(
+                    |h| {
+                        h.insert("kid".into(), json!("other"));
+                    },
+                    |_| {},
+                ),
+            ),
+            (
+                reason::UNKNOWN_ISSUER,
+                f.token(
+                    |_| {},
+                    |c| {
+                        c.insert("iss".into(), json!("https://evil"));
+                    },
+                ),
+            ),
+            (
+                reason::WRONG_AUDIENCE,
+                f.token(
+                    |_| {},
+                    |c| {
+                        c.insert("aud".into(), json!("urn:other"));
+                    },
+                ),
+            ),
+            (
+                reason::AIRFLOW_EXECUTION_TOKEN,
+                f.token(
+                    |_| {},
+                    |c| {
+                        c.insert("aud".into(), json!(["urn:airgate", "urn:airflow.apache.org:task"]));
+                    },
+                ),
+            ),
+            (
+                reason::EXPIRED,
+                f.token(
+                    |_| {},
+                    |c| {
+                        c.insert("exp".into(), json!(n - 11));
+                        c.insert("iat".into(), json!(n - 100));
+                        c.insert("nbf".into(), json!(n - 100));
+                    },
+                ),
+            ),
+            (
+                reason::NOT_YET_VALID,
+                f.token(
+                    |_| {},
+                    |c| {
+                        c.insert("nbf".into(), json!(n + 60));
+                    },
+                ),
+            ),
+            (
+                reason::MISSING_CLAIM,
+                f.token(
+                    |_| {},
+                    |c| {
+                        c.remove("exp");
+                    },
+                ),
+            ),
+            (
+                reason::MISSING_CLAIM,
+                f.token(
+                    |_| {},
+                    |c| {
+                        c.remove("iat");
+                    },
+                ),
+            ),
+            (
+                reason::LIFETIME_TOO_LONG,
+                f.token(
+                    |_| {},
+                    |c| {
+                        c.insert("exp".into(), json!(n + 901));
+                    },
+                ),
+            ),
+            (
+                reason::WRONG_SCOPE,
+                f.token(
+                    |_| {},
+                    |c| {
+                        c.insert("scope".into(), json!("read"));
+                    },
+                ),
+            ),
+            (
+                reason::WRONG_SCOPE,
+                f.token(
+                    |_| {},
+                    |c| {
+                        c.remove("scope");
+                    },
+                ),
+            ),
+            (
+                reason::MISSING_PIPELINE,
+                f.token(
+                    |_| {},
+                    |c| {
+                        c.remove("dag_id");
+                    },
+                ),
+            ),
+            (
+                reason::EMBEDDED_KEY,
+                f.token(
+                    |h| {
+                        h.insert("jwk".into(), f.key.public_jwk());
+                    },
+                    |_| {},
+                ),
+            ),
+            (
+                reason::EMBEDDED_KEY,
+                f.token(
+                    |h| {
+                        h.insert("jku".into(), json!("https://evil/jwks"));
+                    },
+                    |_| {},
+                ),
+            ),
+            (
+                reason::CRIT_HEADER,
+                f.token(
+                    |h| {
+                        h.insert("crit".into(), json!(["exp"]));
+                    },
+                    |_| {},
+                ),
+            ),
             (reason::MALFORMED, "%%%.e30.AAAA".to_owned()),
             (reason::MALFORMED, {
                 let t = f.good();
@@ -265,8 +389,24 @@ mod tests {
                 let (rest, _) = t.rsplit_once('.').unwrap();
                 format!("{rest}.{}", URL_SAFE_NO_PAD.encode([7u8; 64]))
             }),
-            (reason::MALFORMED, f.token(|_| {}, |c| { c.insert("try_number".into(), json!("two")); })),
-            (reason::TOKEN_TOO_LARGE, f.token(|_| {}, |c| { c.insert("pad".into(), json!("x".repeat(9000))); })),
+            (
+                reason::MALFORMED,
+                f.token(
+                    |_| {},
+                    |c| {
+                        c.insert("try_number".into(), json!("two"));
+                    },
+                ),
+            ),
+            (
+                reason::TOKEN_TOO_LARGE,
+                f.token(
+                    |_| {},
+                    |c| {
+                        c.insert("pad".into(), json!("x".repeat(9000)));
+                    },
+                ),
+            ),
         ];
         for (want, token) in cases {
             assert_eq!(f.reason(&token).await, want, "token breaking {want}");
@@ -281,11 +421,23 @@ mod tests {
     async fn expiry_within_leeway_is_accepted_and_cache_hits_recheck_time() {
         let f = fixture_with("leeway = \"10s\"\n", ed_pem());
         let n = now();
-        let t = f.token(|_| {}, |c| { c.insert("exp".into(), json!(n - 5)); c.insert("iat".into(), json!(n - 60)); c.insert("nbf".into(), json!(n - 60)); });
+        let t = f.token(
+            |_| {},
+            |c| {
+                c.insert("exp".into(), json!(n - 5));
+                c.insert("iat".into(), json!(n - 60));
+                c.insert("nbf".into(), json!(n - 60));
+            },
+        );
         assert!(f.run(&t, &[]).await.is_ok());
         // A token expiring in 1 s is cached; once past exp + leeway, the hit is re-checked and refused.
         let f = fixture_with("leeway = \"0s\"\n", ed_pem());
-        let t = f.token(|_| {}, |c| { c.insert("exp".into(), json!(now() + 1)); });
+        let t = f.token(
+            |_| {},
+            |c| {
+                c.insert("exp".into(), json!(now() + 1));
+            },
+        );
         assert!(f.run(&t, &[]).await.is_ok());
         tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
         assert_eq!(f.reason(&t).await, reason::EXPIRED);
@@ -296,14 +448,35 @@ mod tests {
         let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
         let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'_>>::as_der(&rsa).unwrap();
         let f = fixture_with("algorithms = [\"RS256\"]\n", pem("PRIVATE KEY", der.as_ref()));
-        assert!(f.run(&f.token(|h| { h.insert("alg".into(), json!("RS256")); }, |_| {}), &[]).await.is_ok());
+        assert!(
+            f.run(
+                &f.token(
+                    |h| {
+                        h.insert("alg".into(), json!("RS256"));
+                    },
+                    |_| {}
+                ),
+                &[]
+            )
+            .await
+            .is_ok()
+        );
         let public = f.key.public_jwk().to_string();
         let mut h = f.header();
         h.insert("alg".into(), json!("HS256"));
         let forged = sign_hmac(Algorithm::HS256, public.as_bytes(), &h, &good_claims()).unwrap();
         assert_eq!(f.reason(&forged).await, reason::ALG_NOT_ALLOWED);
         // RS384 is allowed for RSA keys in general but not by this issuer.
-        assert_eq!(f.reason(&f.token(|h| { h.insert("alg".into(), json!("RS384")); }, |_| {})).await, reason::ALG_NOT_ALLOWED);
+        assert_eq!(
+            f.reason(&f.token(
+                |h| {
+                    h.insert("alg".into(), json!("RS384"));
+                },
+                |_| {}
+            ))
+            .await,
+            reason::ALG_NOT_ALLOWED
+        );
     }
 
     #[tokio::test]
@@ -342,7 +515,11 @@ mod tests {
             ("x-airflow-try-number", "3"),
             ("x-airflow-map-index", "0"),
         ] {
-            assert_eq!(f.run(&t, &[(h, v)]).await.unwrap_err(), (RejectionKind::Forbidden, reason::IDENTITY_MISMATCH), "{h}");
+            assert_eq!(
+                f.run(&t, &[(h, v)]).await.unwrap_err(),
+                (RejectionKind::Forbidden, reason::IDENTITY_MISMATCH),
+                "{h}"
+            );
         }
         // Repeated header with one wrong value.
         assert!(f.run(&t, &[("x-airflow-dag-id", "sales_daily"), ("x-airflow-dag-id", "x")]).await.is_err());
@@ -352,7 +529,13 @@ mod tests {
     async fn pipeline_from_header_is_limited_to_the_grant() {
         let extra = "pipeline_from_header = true\nprincipal_pipelines = { minter = [\"sales_*\"] }\n[claims]\nprincipal = \"sub\"\n";
         let f = fixture_with(extra, ed_pem());
-        let t = f.token(|_| {}, |c| { c.remove("dag_id"); c.remove("task_id"); });
+        let t = f.token(
+            |_| {},
+            |c| {
+                c.remove("dag_id");
+                c.remove("task_id");
+            },
+        );
         let id = f.run(&t, &[("x-airflow-dag-id", "sales_hourly"), ("x-airflow-task-id", "t1")]).await.unwrap();
         assert_eq!(id.pipeline, "sales_hourly");
         assert_eq!(id.task.as_deref(), Some("t1"));
@@ -363,8 +546,16 @@ mod tests {
             f.run(&t, &[("x-airflow-dag-id", "sales_a"), ("x-airflow-run-id", "other")]).await.unwrap_err().1,
             reason::IDENTITY_MISMATCH
         );
-        let other = f.token(|_| {}, |c| { c.insert("sub".into(), json!("stranger")); });
-        assert_eq!(f.run(&other, &[("x-airflow-dag-id", "sales_a")]).await.unwrap_err().1, reason::PIPELINE_NOT_GRANTED);
+        let other = f.token(
+            |_| {},
+            |c| {
+                c.insert("sub".into(), json!("stranger"));
+            },
+        );
+        assert_eq!(
+            f.run(&other, &[("x-airflow-dag-id", "sales_a")]).await.unwrap_err().1,
+            reason::PIPELINE_NOT_GRANTED
+        );
     }
 
     #[tokio::test]
@@ -373,8 +564,15 @@ mod tests {
         let i = issuer("", &pem_text);
         let auth = Authenticator::new(std::slice::from_ref(&i), Metrics::new(10), None).unwrap();
         let req = super::super::mint::MintRequest {
-            dag: "d".into(), task: "t".into(), run: Some("r".into()), try_number: Some(1), map_index: None,
-            team: None, ttl: std::time::Duration::from_secs(300), audience: None, extra_scope: None,
+            dag: "d".into(),
+            task: "t".into(),
+            run: Some("r".into()),
+            try_number: Some(1),
+            map_index: None,
+            team: None,
+            ttl: std::time::Duration::from_secs(300),
+            audience: None,
+            extra_scope: None,
         };
         let t = super::super::mint::mint(&i, &req).unwrap();
         let mut h = HeaderMap::new();
