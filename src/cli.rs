@@ -42,12 +42,12 @@ pub enum Command {
     },
     /// Start a complete gateway on 127.0.0.1 with a demo upstream and issuer; print curl commands.
     Demo {
-        /// Proxy port (the admin listener takes the port given by --admin-port).
+        /// Proxy port (0 picks a free one).
         #[arg(long, default_value_t = 8080)]
         port: u16,
-        /// Admin port.
-        #[arg(long, default_value_t = 9090)]
-        admin_port: u16,
+        /// Admin port (default: 9090, or --port + 1010 when --port is given, 0 when it is 0).
+        #[arg(long)]
+        admin_port: Option<u16>,
     },
     /// Print a pipeline identity token signed with an issuer's signing_key or shared_secret
     /// (development and tests only).
@@ -89,10 +89,21 @@ pub struct TokenArgs {
 /// Carries out `airgate token`: loads the configuration and mints for the named issuer.
 pub fn token(args: &TokenArgs) -> Result<String, String> {
     let config = crate::config::load(&args.config).map_err(|p| p.to_string())?;
-    let _issuer = config
+    let issuer = config
         .issuers
         .iter()
         .find(|i| *i.name == *args.issuer)
         .ok_or_else(|| format!("no issuer named {:?} in {}", args.issuer, args.config.display()))?;
-    Err("minting is not available yet".into())
+    let req = crate::identity::mint::MintRequest {
+        dag: args.dag.clone(),
+        task: args.task.clone(),
+        run: args.run.clone(),
+        try_number: args.try_number,
+        map_index: args.map_index,
+        team: args.team.clone(),
+        ttl: args.ttl,
+        audience: None,
+        extra_scope: None,
+    };
+    crate::identity::mint::mint(issuer, &req)
 }

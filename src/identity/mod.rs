@@ -1,24 +1,41 @@
-//! Caller identity. PLACEHOLDER until the identity issue lands: accepts no token.
+//! Identity: who is calling. Bearer extraction → verification (with a cache) → claim mapping →
+//! `X-Airflow-*` assertions → header-derived pipelines for issuers without pipeline claims.
+//!
+//! The issuer is chosen by the token's unverified `iss` (and `aud` when several issuers share an
+//! `iss`); everything is then verified against that issuer's configuration. A token whose header
+//! carries `jwk`, `jku`, `x5u` or `x5c` is refused outright (`embedded_key`): airgate never takes a
+//! key from the token, and a token that offers one is not from a minter airgate trusts.
 
-use crate::{error::GatewayError, metrics::Metrics};
-use std::sync::Arc;
+mod bearer;
+mod cache;
+mod claims;
+mod jose;
+mod keys;
+pub mod mint;
+mod verify;
 
-/// A verified caller identity.
-#[derive(Debug, Clone, Default)]
+use crate::{config::issuer::Issuer, error::GatewayError, metrics::Metrics};
+use http::{HeaderMap, HeaderName};
+use keys::KeyStore;
+use std::{borrow::Cow, sync::Arc};
+use tokio::sync::watch;
+
+/// A verified caller; handed down the stack in an `Arc`.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
-    /// Issuer config name.
+    /// The issuer's configuration name.
     pub issuer: Arc<str>,
-    /// Principal.
+    /// The principal claim (`sub` by default; `oid`/`azp`/`appid` for Entra ID).
     pub principal: Option<String>,
-    /// DAG id.
+    /// DAG id (from `X-Airflow-Dag-Id` for `pipeline_from_header` issuers).
     pub pipeline: String,
     /// Task id.
     pub task: Option<String>,
     /// Run id.
     pub run_id: Option<String>,
-    /// Try.
+    /// Try number, decimal text as claimed.
     pub try_number: Option<String>,
-    /// Map index.
+    /// Map index, decimal text as claimed.
     pub map_index: Option<String>,
     /// Team.
     pub team: Option<String>,
@@ -26,63 +43,303 @@ pub struct Identity {
     pub roles: Vec<String>,
     /// Token id.
     pub jti: Option<String>,
-    /// Expiry, unix seconds.
+    /// `exp`, unix seconds.
     pub expires_at: u64,
 }
 
+/// The reasons a request has no acceptable identity: audit `reason` and metric label values.
+pub mod reason {
+    /// No `Authorization` header.
+    pub const MISSING_TOKEN: &str = "missing_token";
+    /// A scheme other than `Bearer`.
+    pub const BAD_SCHEME: &str = "bad_scheme";
+    /// More than one `Authorization` header or token.
+    pub const MULTIPLE_TOKENS: &str = "multiple_tokens";
+    /// Over `max_token_bytes`.
+    pub const TOKEN_TOO_LARGE: &str = "token_too_large";
+    /// Not a compact JWS of JSON objects (also: duplicate member names, wrongly typed claims).
+    pub const MALFORMED: &str = "malformed";
+    /// `alg` not allowed for the issuer or not fitting the key (`none` always).
+    pub const ALG_NOT_ALLOWED: &str = "alg_not_allowed";
+    /// `iss` names no configured issuer.
+    pub const UNKNOWN_ISSUER: &str = "unknown_issuer";
+    /// `kid` missing or not in the issuer's key set after a refetch.
+    pub const UNKNOWN_KID: &str = "unknown_kid";
+    /// Signature does not verify.
+    pub const BAD_SIGNATURE: &str = "bad_signature";
+    /// `iss` not exactly the issuer's (reserved: issuers are chosen by `iss`).
+    pub const WRONG_ISSUER: &str = "wrong_issuer";
+    /// `aud` names none of the issuer's audiences.
+    pub const WRONG_AUDIENCE: &str = "wrong_audience";
+    /// `aud` contains Airflow's Execution API audience: such a token must never leave Airflow.
+    pub const AIRFLOW_EXECUTION_TOKEN: &str = "airflow_execution_token";
+    /// Past `exp` (plus leeway).
+    pub const EXPIRED: &str = "expired";
+    /// Before `nbf` or `iat` (minus leeway).
+    pub const NOT_YET_VALID: &str = "not_yet_valid";
+    /// `exp`, `iat` or `iss` missing.
+    pub const MISSING_CLAIM: &str = "missing_claim";
+    /// `exp - iat` over `max_lifetime`.
+    pub const LIFETIME_TOO_LONG: &str = "lifetime_too_long";
+    /// `scope` lacks `required_scope`.
+    pub const WRONG_SCOPE: &str = "wrong_scope";
+    /// No pipeline claim.
+    pub const MISSING_PIPELINE: &str = "missing_pipeline";
+    /// The issuer has no usable key set (never fetched, or older than `max_stale`).
+    pub const KEYS_UNAVAILABLE: &str = "keys_unavailable";
+    /// The header has `crit`.
+    pub const CRIT_HEADER: &str = "crit_header";
+    /// The header carries `jwk`, `jku`, `x5u` or `x5c`.
+    pub const EMBEDDED_KEY: &str = "embedded_key";
+    /// An `X-Airflow-*` header contradicts the verified identity (403).
+    pub const IDENTITY_MISMATCH: &str = "identity_mismatch";
+    /// `principal_pipelines` does not grant the header's pipeline to the principal (403).
+    pub const PIPELINE_NOT_GRANTED: &str = "pipeline_not_granted";
+    /// A `pipeline_from_header` issuer's token came without one valid `X-Airflow-Dag-Id` (403).
+    pub const MISSING_PIPELINE_HEADER: &str = "missing_pipeline_header";
+}
+
+/// 401 or 403.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectionKind {
+    /// No acceptable token: 401.
+    Unauthenticated,
+    /// A valid token whose identity is not acceptable here: 403.
+    Forbidden,
+}
+
 /// Why a request has no acceptable identity.
-#[derive(Debug)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rejection {
-    /// Audit reason.
+    /// 401 or 403.
+    pub kind: RejectionKind,
+    /// One of [`reason`].
     pub reason: &'static str,
-    /// Issuer name when known.
+    /// The issuer, when one was chosen.
     pub issuer: Option<Arc<str>>,
-    /// A token was sent.
+    /// A token was sent (RFC 6750 `error="invalid_token"`).
     pub token_sent: bool,
+}
+
+impl Rejection {
+    pub(crate) fn unauthenticated(reason: &'static str, issuer: Option<&Arc<str>>, token_sent: bool) -> Self {
+        Rejection { kind: RejectionKind::Unauthenticated, reason, issuer: issuer.cloned(), token_sent }
+    }
+
+    pub(crate) fn forbidden(reason: &'static str, issuer: &Arc<str>) -> Self {
+        Rejection { kind: RejectionKind::Forbidden, reason, issuer: Some(Arc::clone(issuer)), token_sent: true }
+    }
 }
 
 impl From<Rejection> for GatewayError {
     fn from(r: Rejection) -> Self {
-        GatewayError::Unauthenticated { reason: r.reason, token_sent: r.token_sent }
+        match r.kind {
+            RejectionKind::Unauthenticated => {
+                GatewayError::Unauthenticated { reason: r.reason, token_sent: r.token_sent }
+            }
+            RejectionKind::Forbidden => GatewayError::Forbidden { reason: Cow::Borrowed(r.reason) },
+        }
     }
 }
 
-/// Verifies caller tokens.
-#[derive(Debug)]
-pub struct Authenticator {}
+/// One configured issuer at run time.
+struct Runtime {
+    config: Issuer,
+    keys: Arc<KeyStore>,
+}
+
+/// Verifies callers against every configured issuer.
+pub struct Authenticator {
+    issuers: Vec<Runtime>,
+    cache: cache::TokenCache,
+    metrics: Arc<Metrics>,
+    /// Largest `max_token_bytes` of any issuer: the cap before parsing.
+    max_token_bytes: usize,
+    // Dropping the sender stops every background refresh task of this authenticator.
+    _shutdown: watch::Sender<()>,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.issuers.iter().map(|i| &*i.config.name).collect();
+        f.debug_struct("Authenticator").field("issuers", &names).finish_non_exhaustive()
+    }
+}
+
+const X_DAG: HeaderName = HeaderName::from_static("x-airflow-dag-id");
+const X_TASK: HeaderName = HeaderName::from_static("x-airflow-task-id");
+const X_RUN: HeaderName = HeaderName::from_static("x-airflow-run-id");
+const X_TRY: HeaderName = HeaderName::from_static("x-airflow-try-number");
+const X_MAP: HeaderName = HeaderName::from_static("x-airflow-map-index");
 
 impl Authenticator {
-    /// Builds the authenticator.
-    pub fn new(
-        _issuers: &[crate::config::issuer::Issuer],
-        _metrics: Arc<Metrics>,
-        _previous: Option<&Authenticator>,
-    ) -> Result<Self, String> {
-        Ok(Authenticator {})
-    }
-
-    /// Authenticates a request.
-    pub async fn authenticate(&self, headers: &http::HeaderMap) -> Result<Arc<Identity>, Rejection> {
-        if let Some(dag) = headers
-            .get(http::header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer placeholder:"))
-        {
-            return Ok(Arc::new(Identity {
-                pipeline: dag.to_owned(),
-                issuer: "placeholder".into(),
-                ..Default::default()
-            }));
+    /// Builds key sets for every issuer and starts their background refresh (the tasks hold only a
+    /// `Weak` and stop when the authenticator is dropped). `previous`: key sets of issuers whose
+    /// key configuration is unchanged are carried over (hot reload) instead of refetched.
+    /// Needs a tokio runtime when any issuer fetches or polls its keys.
+    pub fn new(issuers: &[Issuer], metrics: Arc<Metrics>, previous: Option<&Authenticator>) -> Result<Self, String> {
+        let (shutdown, rx) = watch::channel(());
+        let mut runtimes = Vec::with_capacity(issuers.len());
+        for issuer in issuers {
+            let carried = previous.and_then(|p| {
+                p.issuers
+                    .iter()
+                    .find(|r| r.config.name == issuer.name && r.config.same_keys(issuer) && r.config.keys.is_remote())
+                    .map(|r| Arc::clone(&r.keys))
+            });
+            let keys = match &carried {
+                Some(k) => Arc::clone(k),
+                None => Arc::new(KeyStore::new(issuer).map_err(|e| format!("issuer {}: {e}", issuer.name))?),
+            };
+            runtimes.push(Runtime { config: issuer.clone(), keys });
+            if issuer.keys.is_remote() || matches!(issuer.keys, crate::config::issuer::KeySource::JwksFile(_)) {
+                if tokio::runtime::Handle::try_current().is_err() {
+                    return Err("the authenticator needs a tokio runtime to refresh keys".into());
+                }
+                let last = runtimes.last().map(|r| Arc::clone(&r.keys));
+                if let Some(store) = last {
+                    KeyStore::spawn_refresh(&store, Arc::clone(&metrics), rx.clone(), carried.is_some());
+                }
+            }
         }
-        Err(Rejection {
-            reason: "missing_token",
-            issuer: None,
-            token_sent: headers.contains_key(http::header::AUTHORIZATION),
+        let max_token_bytes = issuers.iter().map(|i| i.max_token_bytes).max().unwrap_or(8 << 10);
+        Ok(Authenticator {
+            issuers: runtimes,
+            cache: cache::TokenCache::new(),
+            metrics,
+            max_token_bytes,
+            _shutdown: shutdown,
         })
     }
 
-    /// Issuers without usable keys.
-    pub fn not_ready(&self) -> Vec<String> {
-        Vec::new()
+    /// Bearer extraction → verification (cache) → claim mapping → `X-Airflow-*` assertions (403
+    /// `identity_mismatch`) → `pipeline_from_header`/`principal_pipelines` (403). Counts
+    /// `airgate_auth_failures_total{issuer,reason}` (issuer `_unknown` when none matched).
+    pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, Rejection> {
+        let result = self.authenticate_inner(headers).await;
+        if let Err(r) = &result {
+            let issuer = r.issuer.as_deref().unwrap_or("_unknown");
+            self.metrics.auth_failures.with_label_values(&[issuer, r.reason]).inc();
+        }
+        result
     }
+
+    async fn authenticate_inner(&self, headers: &HeaderMap) -> Result<Arc<Identity>, Rejection> {
+        let token = bearer::extract(headers, self.max_token_bytes)?;
+        let key = cache::key(token);
+        let now = verify::unix_now();
+        let verified = match self.cached(&key, now) {
+            Some(v) => v,
+            None => {
+                let v = Arc::new(self.verify(token, now).await?);
+                // Tokens expiring within the second are not worth remembering.
+                if v.times.exp > now {
+                    self.cache.insert(key, Arc::clone(&v));
+                }
+                v
+            }
+        };
+        let Some(rt) = self.issuers.get(verified.issuer) else {
+            return Err(Rejection::unauthenticated(reason::UNKNOWN_ISSUER, None, true));
+        };
+        self.finish(&rt.config, &verified.identity, headers)
+    }
+
+    /// A cache hit that still holds: inside its window and its key still in the set.
+    fn cached(&self, key: &cache::Key, now: u64) -> Option<Arc<cache::Verified>> {
+        let v = self.cache.get(key)?;
+        let rt = self.issuers.get(v.issuer)?;
+        if claims::check_window(&v.times, now, rt.config.leeway.as_secs()).is_err() {
+            // Re-verify to get the precise reason (expired, not yet valid) on the slow path.
+            return None;
+        }
+        let set = rt.keys.current();
+        let still = set
+            .as_ref()
+            .is_some_and(|s| s.usable(tokio::time::Instant::now()) && s.still_has(v.kid.as_deref(), &v.fingerprint));
+        if !still {
+            self.cache.remove(key);
+            return None;
+        }
+        Some(v)
+    }
+
+    /// Applies the request's `X-Airflow-*` headers to a verified identity.
+    fn finish(
+        &self,
+        issuer: &Issuer,
+        identity: &Arc<Identity>,
+        headers: &HeaderMap,
+    ) -> Result<Arc<Identity>, Rejection> {
+        let name = &issuer.name;
+        if !issuer.pipeline_from_header {
+            let asserted = [
+                (X_DAG, Some(identity.pipeline.as_str())),
+                (X_TASK, identity.task.as_deref()),
+                (X_RUN, identity.run_id.as_deref()),
+                (X_TRY, identity.try_number.as_deref()),
+                (X_MAP, identity.map_index.as_deref()),
+            ];
+            for (header, claim) in &asserted {
+                if !assertion_holds(headers, header, *claim) {
+                    return Err(Rejection::forbidden(reason::IDENTITY_MISMATCH, name));
+                }
+            }
+            return Ok(Arc::clone(identity));
+        }
+        // Team-level trust: the token proves the principal; the principal names the pipeline.
+        let pipeline = single_header(headers, &X_DAG)
+            .filter(|p| !p.is_empty() && p.len() <= 250)
+            .ok_or_else(|| Rejection::forbidden(reason::MISSING_PIPELINE_HEADER, name))?;
+        let granted =
+            identity.principal.as_deref().and_then(|p| issuer.grant(p)).is_some_and(|globs| globs.is_match(pipeline));
+        if !granted {
+            return Err(Rejection::forbidden(reason::PIPELINE_NOT_GRANTED, name));
+        }
+        let mut out = Identity { pipeline: pipeline.to_owned(), ..Identity::clone(identity) };
+        // Claims the token has are asserted; the rest is taken from the headers at the same trust.
+        for (header, field) in [
+            (X_TASK, &mut out.task),
+            (X_RUN, &mut out.run_id),
+            (X_TRY, &mut out.try_number),
+            (X_MAP, &mut out.map_index),
+        ] {
+            match field {
+                Some(claim) => {
+                    if !assertion_holds(headers, &header, Some(claim)) {
+                        return Err(Rejection::forbidden(reason::IDENTITY_MISMATCH, name));
+                    }
+                }
+                None => {
+                    if headers.contains_key(&header) {
+                        let value = single_header(headers, &header)
+                            .filter(|v| !v.is_empty())
+                            .ok_or_else(|| Rejection::forbidden(reason::IDENTITY_MISMATCH, name))?;
+                        *field = Some(value.to_owned());
+                    }
+                }
+            }
+        }
+        Ok(Arc::new(out))
+    }
+
+    /// Issuers without usable keys (for `/readyz`), e.g. `issuer airflow-prod: no key set yet`.
+    pub fn not_ready(&self) -> Vec<String> {
+        self.issuers.iter().filter_map(|r| r.keys.not_ready(&self.metrics)).collect()
+    }
+}
+
+/// Every value of `header` equals `claim` (no values: nothing asserted).
+fn assertion_holds(headers: &HeaderMap, header: &HeaderName, claim: Option<&str>) -> bool {
+    headers.get_all(header).iter().all(|v| claim.is_some_and(|c| v.as_bytes() == c.as_bytes()))
+}
+
+/// The one value of `header` as visible ASCII text; `None` when absent, repeated or not text.
+fn single_header<'a>(headers: &'a HeaderMap, header: &HeaderName) -> Option<&'a str> {
+    let mut values = headers.get_all(header).iter();
+    let first = values.next()?;
+    if values.next().is_some() {
+        return None;
+    }
+    first.to_str().ok()
 }

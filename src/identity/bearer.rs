@@ -1,0 +1,82 @@
+//! `Authorization: Bearer` extraction: exactly one header, the `Bearer` scheme, exactly one
+//! token68, and a size cap checked before anything looks inside the token.
+
+use super::{Rejection, reason};
+use http::{HeaderMap, header::AUTHORIZATION};
+
+/// The single bearer token of a request, or why there is none.
+pub(crate) fn extract(headers: &HeaderMap, max_token_bytes: usize) -> Result<&str, Rejection> {
+    let mut values = headers.get_all(AUTHORIZATION).iter();
+    let Some(value) = values.next() else {
+        return Err(Rejection::unauthenticated(reason::MISSING_TOKEN, None, false));
+    };
+    if values.next().is_some() {
+        return Err(Rejection::unauthenticated(reason::MULTIPLE_TOKENS, None, true));
+    }
+    let bytes = value.as_bytes();
+    // "Bearer " plus the largest token any issuer accepts, plus some whitespace slack: anything
+    // longer is refused before it is split or decoded.
+    if bytes.len() > max_token_bytes.saturating_add(64) {
+        return Err(Rejection::unauthenticated(reason::TOKEN_TOO_LARGE, None, true));
+    }
+    let Some(space) = bytes.iter().position(|&b| b == b' ') else {
+        let reason = if bytes.eq_ignore_ascii_case(b"bearer") { reason::MALFORMED } else { reason::BAD_SCHEME };
+        return Err(Rejection::unauthenticated(reason, None, true));
+    };
+    let (scheme, rest) = bytes.split_at(space);
+    if !scheme.eq_ignore_ascii_case(b"bearer") {
+        return Err(Rejection::unauthenticated(reason::BAD_SCHEME, None, true));
+    }
+    let Ok(rest) = std::str::from_utf8(rest) else {
+        return Err(Rejection::unauthenticated(reason::MALFORMED, None, true));
+    };
+    let token = rest.trim_matches(|c| c == ' ' || c == '\t');
+    if token.is_empty() {
+        return Err(Rejection::unauthenticated(reason::MALFORMED, None, true));
+    }
+    if token.contains([' ', '\t', ',']) {
+        return Err(Rejection::unauthenticated(reason::MULTIPLE_TOKENS, None, true));
+    }
+    if token.len() > max_token_bytes {
+        return Err(Rejection::unauthenticated(reason::TOKEN_TOO_LARGE, None, true));
+    }
+    // token68 as used by compact JWS: base64url characters and the two dots.
+    if !token.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')) {
+        return Err(Rejection::unauthenticated(reason::MALFORMED, None, true));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn run(values: &[&str]) -> Result<String, &'static str> {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
+        }
+        extract(&h, 100).map(str::to_owned).map_err(|r| r.reason)
+    }
+
+    #[test]
+    fn one_bearer_token() {
+        assert_eq!(run(&["Bearer a.b.c"]).unwrap(), "a.b.c");
+        assert_eq!(run(&["bearer   a.b.c "]).unwrap(), "a.b.c");
+    }
+
+    #[test]
+    fn everything_else_is_refused_with_its_reason() {
+        assert_eq!(run(&[]), Err(reason::MISSING_TOKEN));
+        assert_eq!(run(&["Basic dXNlcjpwYXNz"]), Err(reason::BAD_SCHEME));
+        assert_eq!(run(&["Bearer"]), Err(reason::MALFORMED));
+        assert_eq!(run(&["Bearer "]), Err(reason::MALFORMED));
+        assert_eq!(run(&["Bearer a.b.c", "Bearer d.e.f"]), Err(reason::MULTIPLE_TOKENS));
+        assert_eq!(run(&["Bearer a.b.c d.e.f"]), Err(reason::MULTIPLE_TOKENS));
+        assert_eq!(run(&["Bearer a.b.c,d.e.f"]), Err(reason::MULTIPLE_TOKENS));
+        assert_eq!(run(&["Bearer a.b+c"]), Err(reason::MALFORMED));
+        assert_eq!(run(&[&format!("Bearer {}", "a".repeat(101))]), Err(reason::TOKEN_TOO_LARGE));
+        assert_eq!(run(&[&format!("Bearer {}", "a".repeat(1000))]), Err(reason::TOKEN_TOO_LARGE));
+    }
+}

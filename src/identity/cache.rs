@@ -1,0 +1,86 @@
+//! The verified-token cache: SHA-256 of the token → what its verification established. Bounded
+//! in memory (entries are weighed), each entry living at most until the token's `exp`. A hit skips
+//! the signature check, never the time checks, and only counts while the key that verified the
+//! token is still in its issuer's key set.
+
+use super::{Identity, claims::Times};
+use moka::{Expiry, sync::Cache};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+/// Memory budget of the cache (approximate bytes).
+const MAX_WEIGHT: u64 = 64 << 20;
+
+/// What a successful verification established.
+#[derive(Debug)]
+pub(crate) struct Verified {
+    /// The identity (pipeline empty for `pipeline_from_header` issuers).
+    pub identity: Arc<Identity>,
+    /// Index of the issuer in the authenticator.
+    pub issuer: usize,
+    /// `kid` of the verifying key.
+    pub kid: Option<Box<str>>,
+    /// Fingerprint of the verifying key.
+    pub fingerprint: [u8; 32],
+    /// Validity window.
+    pub times: Times,
+}
+
+/// The cache key: SHA-256 of the compact token.
+pub(crate) type Key = [u8; 32];
+
+/// Hashes a token (aws-lc-rs; on the stack).
+pub(crate) fn key(token: &str) -> Key {
+    let mut out = [0u8; 32];
+    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, token.as_bytes()).as_ref());
+    out
+}
+
+struct UntilExp;
+
+impl Expiry<Key, Arc<Verified>> for UntilExp {
+    fn expire_after_create(&self, _key: &Key, value: &Arc<Verified>, _created_at: Instant) -> Option<Duration> {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default().as_secs();
+        Some(Duration::from_secs(value.times.exp.saturating_sub(now)))
+    }
+}
+
+fn weight(_key: &Key, v: &Arc<Verified>) -> u32 {
+    let i = &v.identity;
+    let strings = [&i.task, &i.run_id, &i.try_number, &i.map_index, &i.team, &i.jti, &i.principal]
+        .iter()
+        .map(|s| s.as_ref().map_or(0, String::len))
+        .sum::<usize>()
+        + i.pipeline.len()
+        + i.roles.iter().map(|r| r.len() + 24).sum::<usize>();
+    u32::try_from(strings + 512).unwrap_or(u32::MAX)
+}
+
+/// The cache itself.
+pub(crate) struct TokenCache {
+    inner: Cache<Key, Arc<Verified>>,
+}
+
+impl TokenCache {
+    /// An empty cache.
+    pub(crate) fn new() -> Self {
+        TokenCache { inner: Cache::builder().max_capacity(MAX_WEIGHT).weigher(weight).expire_after(UntilExp).build() }
+    }
+
+    /// The entry for `key`, if any (the caller re-checks times and key).
+    pub(crate) fn get(&self, key: &Key) -> Option<Arc<Verified>> {
+        self.inner.get(key)
+    }
+
+    /// Remembers a verification.
+    pub(crate) fn insert(&self, key: Key, value: Arc<Verified>) {
+        self.inner.insert(key, value);
+    }
+
+    /// Forgets a token (its key is gone).
+    pub(crate) fn remove(&self, key: &Key) {
+        self.inner.invalidate(key);
+    }
+}
