@@ -1,49 +1,238 @@
-//! RBAC: identity × route → permit. PLACEHOLDER until the policy issue lands.
+//! RBAC: identity × route → [`Permit`]. A route's `allow` is compiled once per configuration
+//! (one glob set for its pipelines, hash sets for the rest) and matched any-of per request.
 
 use crate::{
-    config::{Problems, Route, raw::RawAllow},
+    config::{Problems, join, ratelimit::compile_globs, raw::RawAllow},
     error::GatewayError,
     identity::Identity,
     metrics::Metrics,
 };
-use std::sync::Arc;
+use globset::GlobSet;
+use std::{collections::HashSet, fmt::Write, sync::Arc};
 
-/// A route's compiled `allow` rule.
+/// A route's compiled `allow` rule: an identity is allowed when it matches any one list.
 #[derive(Debug, Clone)]
 pub struct Allow {
-    pipelines: Vec<String>,
+    pipeline_globs: Vec<String>,
+    pipelines: GlobSet,
+    teams: HashSet<String>,
+    roles: HashSet<String>,
+    principals: HashSet<String>,
+    issuers: HashSet<Arc<str>>,
 }
 
 impl Allow {
-    /// Compiles `routes[i].allow`.
-    pub fn compile(raw: RawAllow, _at: &str, _issuers: &[&str], _p: &mut Problems) -> Option<Allow> {
-        Some(Allow { pipelines: raw.pipelines })
+    /// Compiles `routes[i].allow` written at `at`; `issuers` are the configured issuer names.
+    pub fn compile(raw: RawAllow, at: &str, issuers: &[&str], p: &mut Problems) -> Option<Allow> {
+        let RawAllow { pipelines, teams, roles, principals, issuers: allowed_issuers } = raw;
+        if pipelines.is_empty()
+            && teams.is_empty()
+            && roles.is_empty()
+            && principals.is_empty()
+            && allowed_issuers.is_empty()
+        {
+            p.push(at, "allows nobody: list pipelines, teams, roles, principals or issuers");
+            return None;
+        }
+        let mut ok = true;
+        for (i, name) in allowed_issuers.iter().enumerate() {
+            if !issuers.contains(&name.as_str()) {
+                ok = false;
+                p.push(format!("{}[{i}]", join(at, "issuers")), format!("no issuer named {name:?}"));
+            }
+        }
+        for (key, list) in [("teams", &teams), ("roles", &roles), ("principals", &principals)] {
+            for (i, value) in list.iter().enumerate() {
+                if value.is_empty() {
+                    ok = false;
+                    p.push(format!("{}[{i}]", join(at, key)), "must not be empty");
+                }
+            }
+        }
+        let compiled = compile_globs(&pipelines, &join(at, "pipelines"), p);
+        let compiled = compiled.filter(|_| ok)?;
+        Some(Allow {
+            pipeline_globs: pipelines,
+            pipelines: compiled,
+            teams: teams.into_iter().collect(),
+            roles: roles.into_iter().collect(),
+            principals: principals.into_iter().collect(),
+            issuers: allowed_issuers.into_iter().map(Into::into).collect(),
+        })
+    }
+
+    /// True when the identity matches any of the rule's lists.
+    pub fn matches(&self, id: &Identity) -> bool {
+        // Cheapest tests first; the glob set is the one that costs.
+        self.issuers.contains(&*id.issuer)
+            || id.team.as_ref().is_some_and(|t| self.teams.contains(t))
+            || id.principal.as_ref().is_some_and(|p| self.principals.contains(p))
+            || id.roles.iter().any(|r| self.roles.contains(r))
+            || (!self.pipeline_globs.is_empty() && self.pipelines.is_match(&id.pipeline))
+    }
+
+    /// Why `id` is not allowed on `route`: names the identity's attributes this rule looks at.
+    /// Identifiers only — never a token or claim value beyond them.
+    pub fn denial(&self, id: &Identity, route: &str) -> String {
+        let mut what = Vec::new();
+        if !self.pipeline_globs.is_empty() {
+            what.push(format!("pipeline {}", id.pipeline));
+        }
+        if !self.teams.is_empty() {
+            what.push(format!("team {}", id.team.as_deref().unwrap_or("(none)")));
+        }
+        if !self.roles.is_empty() {
+            let roles = if id.roles.is_empty() { "(none)".to_owned() } else { id.roles.join(",") };
+            what.push(format!("roles {roles}"));
+        }
+        if !self.principals.is_empty() {
+            what.push(format!("principal {}", id.principal.as_deref().unwrap_or("(none)")));
+        }
+        if !self.issuers.is_empty() {
+            what.push(format!("issuer {}", id.issuer));
+        }
+        let mut reason = what.join(", ");
+        let _ = write!(reason, " not allowed on route {route}");
+        reason
     }
 }
 
-/// Proof that an identity may use a route.
-#[derive(Debug)]
+/// Proof that an identity may use a route; the forwarder takes one.
+#[derive(Debug, Clone)]
 pub struct Permit {
     identity: Arc<Identity>,
+    dry_run_denied: Option<Box<str>>,
 }
 
 impl Permit {
-    /// The caller.
+    /// The identity the permit was issued to.
     pub fn identity(&self) -> &Arc<Identity> {
         &self.identity
+    }
+
+    /// On a `dry_run` route, the reason the request would have been denied.
+    pub fn dry_run_denied(&self) -> Option<&str> {
+        self.dry_run_denied.as_deref()
     }
 }
 
 /// Decides whether `identity` may use `route`.
-pub fn authorize(route: &Route, identity: Arc<Identity>, _metrics: &Metrics) -> Result<Permit, GatewayError> {
-    if route
-        .allow
-        .pipelines
-        .iter()
-        .any(|p| p.strip_suffix('*').map_or(*p == identity.pipeline, |head| identity.pipeline.starts_with(head)))
-    {
-        Ok(Permit { identity })
-    } else {
-        Err(GatewayError::Forbidden { reason: "pipeline_not_allowed".into() })
+///
+/// Denied → [`GatewayError::Forbidden`] whose reason names what failed. On a `dry_run` route a
+/// denial is counted in `airgate_policy_dry_run_denials_total{route}`, logged, and permitted.
+pub fn authorize(
+    route: &crate::config::Route,
+    identity: Arc<Identity>,
+    metrics: &Metrics,
+) -> Result<Permit, GatewayError> {
+    if route.allow.matches(&identity) {
+        return Ok(Permit { identity, dry_run_denied: None });
+    }
+    let reason = route.allow.denial(&identity, &route.name);
+    if route.dry_run {
+        metrics.dry_run_denials.with_label_values(&[&*route.name]).inc();
+        tracing::info!(route = %route.name, pipeline = %identity.pipeline, %reason, "dry run: request would be denied");
+        return Ok(Permit { identity, dry_run_denied: Some(reason.into()) });
+    }
+    Err(GatewayError::Forbidden { reason: reason.into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Route;
+
+    fn allow(raw: RawAllow) -> Result<Allow, Vec<String>> {
+        let mut p = Problems::default();
+        Allow::compile(raw, "routes[0].allow", &["airflow", "entra"], &mut p)
+            .ok_or_else(|| p.iter().map(ToString::to_string).collect())
+    }
+
+    fn id(pipeline: &str) -> Identity {
+        Identity { issuer: "airflow".into(), pipeline: pipeline.into(), ..Identity::default() }
+    }
+
+    fn route(allow: Allow, dry_run: bool) -> Route {
+        Route {
+            name: "sales".into(),
+            path_prefix: "/sales/".into(),
+            rewrite_prefix: None,
+            methods: None,
+            upstream: 0,
+            rate_limit: None,
+            allow,
+            dry_run,
+        }
+    }
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn pipeline_globs_match() {
+        let a = allow(RawAllow { pipelines: strings(&["sales_*", "finance_daily"]), ..RawAllow::default() }).unwrap();
+        assert!(a.matches(&id("sales_eu")));
+        assert!(a.matches(&id("finance_daily")));
+        assert!(!a.matches(&id("finance_daily_2")));
+        assert!(!a.matches(&id("marketing")));
+        assert!(!a.matches(&id("Sales_eu")), "globs are case-sensitive like DAG ids");
+    }
+
+    #[test]
+    fn any_of_teams_roles_principals_issuers() {
+        let a = allow(RawAllow {
+            teams: strings(&["finance"]),
+            roles: strings(&["reader"]),
+            principals: strings(&["svc-a"]),
+            issuers: strings(&["entra"]),
+            ..RawAllow::default()
+        })
+        .unwrap();
+        assert!(!a.matches(&id("x")));
+        assert!(a.matches(&Identity { team: Some("finance".into()), ..id("x") }));
+        assert!(a.matches(&Identity { roles: strings(&["writer", "reader"]), ..id("x") }));
+        assert!(a.matches(&Identity { principal: Some("svc-a".into()), ..id("x") }));
+        assert!(a.matches(&Identity { issuer: "entra".into(), ..id("x") }));
+        assert!(!a.matches(&Identity { team: Some("fin".into()), principal: Some("svc-b".into()), ..id("x") }));
+    }
+
+    #[test]
+    fn config_errors() {
+        let e = allow(RawAllow::default()).unwrap_err();
+        assert!(e[0].starts_with("routes[0].allow: allows nobody"), "{e:?}");
+        let e = allow(RawAllow { issuers: strings(&["airflow", "okta"]), ..RawAllow::default() }).unwrap_err();
+        assert!(e.iter().any(|p| p.starts_with("routes[0].allow.issuers[1]: no issuer named \"okta\"")), "{e:?}");
+        let e = allow(RawAllow { pipelines: strings(&["ok", "bad[", "x"]), ..RawAllow::default() }).unwrap_err();
+        assert!(e.iter().any(|p| p.starts_with("routes[0].allow.pipelines[1]: not a glob")), "{e:?}");
+    }
+
+    #[test]
+    fn authorize_denies_with_a_reason() {
+        let m = Metrics::new(10);
+        let r = route(allow(RawAllow { pipelines: strings(&["sales_*"]), ..RawAllow::default() }).unwrap(), false);
+        let permit = authorize(&r, Arc::new(id("sales_eu")), &m).unwrap();
+        assert_eq!(permit.identity().pipeline, "sales_eu");
+        assert_eq!(permit.dry_run_denied(), None);
+        match authorize(&r, Arc::new(id("marketing")), &m) {
+            Err(GatewayError::Forbidden { reason }) => {
+                assert_eq!(reason, "pipeline marketing not allowed on route sales")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn dry_run_counts_and_permits() {
+        let m = Metrics::new(10);
+        let r = route(
+            allow(RawAllow { pipelines: strings(&["sales_*"]), teams: strings(&["t"]), ..RawAllow::default() })
+                .unwrap(),
+            true,
+        );
+        let permit = authorize(&r, Arc::new(id("marketing")), &m).unwrap();
+        assert_eq!(permit.dry_run_denied(), Some("pipeline marketing, team (none) not allowed on route sales"));
+        assert!(authorize(&r, Arc::new(id("sales_x")), &m).unwrap().dry_run_denied().is_none());
+        assert_eq!(m.dry_run_denials.with_label_values(&["sales"]).get(), 1);
     }
 }

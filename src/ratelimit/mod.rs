@@ -1,11 +1,36 @@
-//! Rate limiting (contract §4). STUB — the policy issue fills this in.
+//! Rate limiting (contract §4): one [`Limiter`] per configuration decides each request of a
+//! limited route under its named policy — in process ([`local`]) or shared in Redis ([`redis`]) —
+//! and describes the decision in the IETF httpapi `RateLimit-Policy` / `RateLimit` headers.
+//!
+//! # Header semantics (GCRA)
+//!
+//! A policy with rate `n/period` has the emission interval `T = period / n` and a `burst` `b`.
+//!
+//! - `RateLimit-Policy: "<policy>";q=<b>;w=<⌈b·T⌉>` — the quota is the burst: `q` requests are
+//!   available at once from a rested bucket, and an empty bucket refills completely in `w`
+//!   seconds, so `q / w` is the sustained rate. (Overrides report their own `q` and `w`.)
+//! - `RateLimit: "<policy>";r=<remaining>;t=<seconds>` — `r` requests may be sent right now;
+//!   `t` is the number of seconds (rounded up) until the bucket is full again, i.e. until `r = q`.
+//! - `Retry-After` (429 only) — whole seconds, at least 1, until the next request conforms.
 
+pub mod local;
+mod redis;
+
+use crate::{
+    config::ratelimit::{Backend, KeyKind, Limit, OnBackendError, RateLimits},
+    error::GatewayError,
+    identity::Identity,
+    metrics::Metrics,
+};
+use governor::clock::{Clock, DefaultClock};
 use http::{HeaderMap, HeaderValue};
+use local::PolicyLimiter;
+use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
 
 /// The IETF httpapi `RateLimit-Policy` and `RateLimit` header values of one decision.
 #[derive(Debug, Clone)]
 pub struct Quota {
-    /// `RateLimit-Policy: "per-dag";q=40;w=1`.
+    /// `RateLimit-Policy: "per-dag";q=40;w=2`.
     pub policy: HeaderValue,
     /// `RateLimit: "per-dag";r=0;t=2`.
     pub state: HeaderValue,
@@ -19,32 +44,410 @@ impl Quota {
     }
 }
 
-/// Rate limiter of one configuration. PLACEHOLDER until the policy issue lands.
-#[derive(Debug)]
-pub struct Limiter {}
+/// The outcome of one decision, in the backends' common terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Decision {
+    /// The request conforms.
+    pub(crate) allowed: bool,
+    /// Requests that would conform right after this one.
+    pub(crate) remaining: u32,
+    /// Until the next request conforms (zero when allowed).
+    pub(crate) retry_after: Duration,
+    /// Until the bucket is full again.
+    pub(crate) reset: Duration,
+}
+
+/// Whole seconds, rounded up.
+fn ceil_secs(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+/// Renders `name` as an RFC 8941 string item (config names are printable ASCII).
+fn sf_string(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 2);
+    out.push('"');
+    for c in name.chars() {
+        if c == '"' || c == '\\' {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out.push('"');
+    out
+}
+
+fn header(text: String) -> HeaderValue {
+    // Names are validated printable ASCII and numbers are digits: this cannot fail.
+    HeaderValue::try_from(text).unwrap_or_else(|_| HeaderValue::from_static("\"invalid\""))
+}
+
+/// A policy's state and its precomputed `RateLimit-Policy` values (one per bucket).
+struct PolicyState<C: Clock> {
+    local: Arc<PolicyLimiter<C>>,
+    name: String,
+    policy_headers: Vec<HeaderValue>,
+}
+
+impl<C: Clock> PolicyState<C> {
+    fn new(local: Arc<PolicyLimiter<C>>) -> Self {
+        let name = sf_string(&local.policy.name);
+        let policy_headers = local
+            .buckets
+            .iter()
+            .map(|b| header(format!("{name};q={};w={}", b.limit.burst, ceil_secs(b.limit.recovery()).max(1))))
+            .collect();
+        PolicyState { local, name, policy_headers }
+    }
+
+    fn quota(&self, bucket: usize, d: &Decision) -> Quota {
+        Quota {
+            policy: self.policy_headers.get(bucket).cloned().unwrap_or_else(|| HeaderValue::from_static("")),
+            state: header(format!("{};r={};t={}", self.name, d.remaining, ceil_secs(d.reset))),
+        }
+    }
+}
+
+/// Decides requests of limited routes under their named policies.
+///
+/// Generic over the clock of the in-process limiter so tests inject time; production uses
+/// `governor`'s default monotonic clock.
+pub struct Limiter<C: Clock = DefaultClock> {
+    policies: HashMap<Arc<str>, PolicyState<C>>,
+    redis: Option<Arc<redis::RedisBackend>>,
+    on_backend_error: OnBackendError,
+    metrics: Arc<Metrics>,
+}
+
+impl<C: Clock> fmt::Debug for Limiter<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limiter")
+            .field("policies", &self.policies.keys().collect::<Vec<_>>())
+            .field("backend", &if self.redis.is_some() { "redis" } else { "local" })
+            .field("on_backend_error", &self.on_backend_error)
+            .finish()
+    }
+}
 
 impl Limiter {
-    /// Builds the limiter.
-    pub fn new(
-        _cfg: &crate::config::ratelimit::RateLimits,
-        _metrics: std::sync::Arc<crate::metrics::Metrics>,
-        _previous: Option<&Limiter>,
+    /// Builds the limiter of a configuration. `previous`: keep limiter state of unchanged
+    /// policies (and the Redis connection, when its settings are unchanged) across hot reloads.
+    ///
+    /// Inside a tokio runtime this also starts the background work: sweeping idle keys every
+    /// [`local::SWEEP_INTERVAL`] and probing Redis; both end when the limiter is dropped.
+    pub fn new(cfg: &RateLimits, metrics: Arc<Metrics>, previous: Option<&Limiter>) -> Result<Self, String> {
+        Self::build(cfg, metrics, previous, DefaultClock::default(), true)
+    }
+}
+
+impl<C> Limiter<C>
+where
+    C: Clock + Clone + Send + Sync + 'static,
+{
+    /// As [`Limiter::new`] with an injected clock for the in-process limiter and no background
+    /// sweeping (call [`Limiter::sweep`]). For tests and benchmarks.
+    pub fn with_clock(
+        cfg: &RateLimits,
+        metrics: Arc<Metrics>,
+        previous: Option<&Limiter<C>>,
+        clock: C,
     ) -> Result<Self, String> {
-        Ok(Limiter {})
+        Self::build(cfg, metrics, previous, clock, false)
     }
 
-    /// Decides one request.
-    pub async fn check(
-        &self,
-        _policy: &str,
-        _route: &str,
-        _identity: &crate::identity::Identity,
-    ) -> Result<Quota, crate::error::GatewayError> {
-        Ok(Quota { policy: HeaderValue::from_static(""), state: HeaderValue::from_static("") })
+    fn build(
+        cfg: &RateLimits,
+        metrics: Arc<Metrics>,
+        previous: Option<&Limiter<C>>,
+        clock: C,
+        sweep: bool,
+    ) -> Result<Self, String> {
+        let mut policies = HashMap::with_capacity(cfg.policies.len());
+        for policy in &cfg.policies {
+            let kept = previous
+                .and_then(|prev| prev.policies.get(&policy.name))
+                .filter(|old| old.local.policy == *policy)
+                .map(|old| Arc::clone(&old.local));
+            let local = kept.unwrap_or_else(|| {
+                let fresh = Arc::new(PolicyLimiter::new(policy.clone(), &clock));
+                if sweep {
+                    local::spawn_sweeper(Arc::downgrade(&fresh));
+                }
+                fresh
+            });
+            policies.insert(Arc::clone(&policy.name), PolicyState::new(local));
+        }
+        let redis = match &cfg.backend {
+            Backend::Local => None,
+            Backend::Redis(settings) => {
+                let kept = previous
+                    .and_then(|prev| prev.redis.as_ref())
+                    .filter(|old| old.settings == *settings)
+                    .map(Arc::clone);
+                let backend = match kept {
+                    Some(b) => b,
+                    None => redis::RedisBackend::new(settings.clone())?,
+                };
+                backend.start();
+                Some(backend)
+            }
+        };
+        Ok(Limiter { policies, redis, on_backend_error: cfg.on_backend_error, metrics })
     }
 
-    /// For /readyz.
+    /// Decides one request for `route` under policy `policy` (the route's `rate_limit` name).
+    ///
+    /// `Ok(Quota)` → allowed, with header values for the response;
+    /// `Err(GatewayError::RateLimited { retry_after, quota })`, or
+    /// `Err(GatewayError::RateLimitUnavailable { retry_after })` when the backend is down and
+    /// `on_backend_error = "deny"`. Counts `airgate_ratelimit_backend_errors_total{backend}`; does
+    /// not count `airgate_rate_limited_total` (the stack does, with the pipeline label).
+    pub async fn check(&self, policy: &str, route: &str, identity: &Identity) -> Result<Quota, GatewayError> {
+        let Some(state) = self.policies.get(policy) else {
+            // Validation makes this unreachable (a route names an existing policy); fail closed.
+            tracing::error!(%policy, %route, "route refers to a rate-limit policy this limiter does not have");
+            return Err(GatewayError::RateLimitUnavailable { retry_after: 1 });
+        };
+        let bucket = state.local.bucket_index(&identity.pipeline);
+        let key = bucket_key(state.local.policy.key, route, identity);
+        let decision = match &self.redis {
+            None => self.decide_local(state, bucket, &key),
+            Some(redis) => {
+                let Some(limit) = state.local.buckets.get(bucket).map(|b| b.limit) else {
+                    return Err(GatewayError::RateLimitUnavailable { retry_after: 1 });
+                };
+                match redis.decide(&redis_key(&redis.settings.key_prefix, policy, bucket, &key), &limit).await {
+                    Ok(d) => d,
+                    Err(e) => {
+                        self.metrics.ratelimit_backend_errors.with_label_values(&["redis"]).inc();
+                        tracing::debug!(error = %e, %policy, "rate-limit decision falls back");
+                        match self.on_backend_error {
+                            OnBackendError::Local => self.decide_local(state, bucket, &key),
+                            OnBackendError::Allow => unlimited(&limit),
+                            OnBackendError::Deny => return Err(GatewayError::RateLimitUnavailable { retry_after: 1 }),
+                        }
+                    }
+                }
+            }
+        };
+        let quota = state.quota(bucket, &decision);
+        if decision.allowed {
+            Ok(quota)
+        } else {
+            Err(GatewayError::RateLimited { retry_after: ceil_secs(decision.retry_after).max(1), quota })
+        }
+    }
+
+    fn decide_local(&self, state: &PolicyState<C>, bucket: usize, key: &String) -> Decision {
+        match state.local.buckets.get(bucket) {
+            Some(b) => b.decide(key),
+            None => {
+                Decision { allowed: false, remaining: 0, retry_after: Duration::from_secs(1), reset: Duration::ZERO }
+            }
+        }
+    }
+
+    /// For `/readyz`: the Redis backend when `on_backend_error = "deny"` and it is unreachable.
     pub fn not_ready(&self) -> Vec<String> {
-        Vec::new()
+        match &self.redis {
+            Some(r) if self.on_backend_error == OnBackendError::Deny && !r.is_up() => {
+                vec![format!("rate-limit backend redis at {} is unreachable", r.settings.url.host_str().unwrap_or("?"))]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    /// Drops in-process keys whose buckets are full again. Runs every [`local::SWEEP_INTERVAL`]
+    /// in the background for limiters made by [`Limiter::new`].
+    pub fn sweep(&self) {
+        self.policies.values().for_each(|p| p.local.sweep());
+    }
+
+    /// Keys held by the in-process limiter, over all policies (memory tests, diagnostics).
+    pub fn tracked_keys(&self) -> usize {
+        self.policies.values().map(|p| p.local.len()).sum()
+    }
+}
+
+/// What `on_backend_error = "allow"` reports: nothing was counted, the whole quota is left.
+fn unlimited(limit: &Limit) -> Decision {
+    Decision { allowed: true, remaining: limit.burst.get(), retry_after: Duration::ZERO, reset: Duration::ZERO }
+}
+
+/// The bucket key of an identity under a policy's key kind. Team and principal fall back to the
+/// pipeline when the identity has none, so such callers are still limited (per pipeline).
+fn bucket_key(kind: KeyKind, route: &str, id: &Identity) -> String {
+    match (kind, &id.team, &id.principal) {
+        (KeyKind::Team, Some(team), _) => format!("team:{team}"),
+        (KeyKind::Principal, _, Some(principal)) => format!("principal:{principal}"),
+        (KeyKind::PipelineRoute, _, _) => format!("pipeline_route:{}:{route}", id.pipeline),
+        (KeyKind::Pipeline | KeyKind::Team | KeyKind::Principal, _, _) => format!("pipeline:{}", id.pipeline),
+    }
+}
+
+/// `{prefix}{policy}:{key}`; override `n` gets `{prefix}{policy}:o{n}:{key}`.
+fn redis_key(prefix: &str, policy: &str, bucket: usize, key: &str) -> String {
+    match bucket {
+        0 => format!("{prefix}{policy}:{key}"),
+        n => format!("{prefix}{policy}:o{}:{key}", n - 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::ratelimit::{RawRateLimits, validate};
+    use governor::clock::FakeRelativeClock;
+
+    const CONFIG: &str = r#"
+        [[policies]]
+        name = "per-dag"
+        rate = "20/s"
+        burst = 40
+        overrides = [{ pipelines = ["sales_backfill*"], rate = "2/s", burst = 4 }]
+        [[policies]]
+        name = "per-team"
+        key = "team"
+        rate = "1/s"
+        burst = 2
+        [[policies]]
+        name = "per-route"
+        key = "pipeline_route"
+        rate = "1/min"
+        burst = 1
+    "#;
+
+    fn config(text: &str) -> RateLimits {
+        let raw: RawRateLimits = toml::from_str(text).unwrap();
+        let mut p = crate::config::Problems::default();
+        let cfg = validate(raw, "rate_limits", &mut p);
+        assert!(p.is_empty(), "{p:?}");
+        cfg
+    }
+
+    fn limiter() -> (Limiter<FakeRelativeClock>, FakeRelativeClock) {
+        let clock = FakeRelativeClock::default();
+        (Limiter::with_clock(&config(CONFIG), Metrics::new(100), None, clock.clone()).unwrap(), clock)
+    }
+
+    fn id(pipeline: &str) -> Identity {
+        Identity { issuer: "airflow".into(), pipeline: pipeline.into(), ..Identity::default() }
+    }
+
+    fn headers(q: &Quota) -> (String, String) {
+        (q.policy.to_str().unwrap().to_owned(), q.state.to_str().unwrap().to_owned())
+    }
+
+    #[tokio::test]
+    async fn burst_then_429_with_headers_and_retry_after() {
+        let (l, clock) = limiter();
+        let sales = id("sales_daily");
+        let first = l.check("per-dag", "sales", &sales).await.unwrap();
+        assert_eq!(headers(&first), ("\"per-dag\";q=40;w=2".into(), "\"per-dag\";r=39;t=1".into()));
+        for _ in 1..40 {
+            l.check("per-dag", "sales", &sales).await.unwrap();
+        }
+        match l.check("per-dag", "sales", &sales).await {
+            Err(GatewayError::RateLimited { retry_after, quota }) => {
+                assert_eq!(retry_after, 1, "50 ms rounds up to one second");
+                assert_eq!(headers(&quota), ("\"per-dag\";q=40;w=2".into(), "\"per-dag\";r=0;t=2".into()));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Another pipeline is untouched.
+        let other = l.check("per-dag", "sales", &id("finance")).await.unwrap();
+        assert_eq!(headers(&other).1, "\"per-dag\";r=39;t=1");
+        // Steady rate afterwards: one per 50 ms.
+        clock.advance(Duration::from_millis(50));
+        assert!(l.check("per-dag", "sales", &sales).await.is_ok());
+        assert!(l.check("per-dag", "sales", &sales).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn overrides_have_their_own_limit_and_headers() {
+        let (l, clock) = limiter();
+        let backfill = id("sales_backfill_2024");
+        for r in (0..4).rev() {
+            let q = l.check("per-dag", "sales", &backfill).await.unwrap();
+            assert_eq!(headers(&q).0, "\"per-dag\";q=4;w=2");
+            assert_eq!(
+                headers(&q).1,
+                format!("\"per-dag\";r={r};t={}", ceil_secs(Duration::from_millis(500) * (4 - r)))
+            );
+        }
+        match l.check("per-dag", "sales", &backfill).await {
+            Err(GatewayError::RateLimited { retry_after, .. }) => assert_eq!(retry_after, 1),
+            other => panic!("{other:?}"),
+        }
+        clock.advance(Duration::from_millis(500));
+        assert!(l.check("per-dag", "sales", &backfill).await.is_ok());
+        assert!(l.check("per-dag", "sales", &id("sales_daily")).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn retry_after_is_computed_not_constant() {
+        let (l, clock) = limiter();
+        let p = id("p");
+        l.check("per-route", "a", &p).await.unwrap();
+        let retry = |r: Result<Quota, GatewayError>| match r {
+            Err(GatewayError::RateLimited { retry_after, .. }) => retry_after,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(retry(l.check("per-route", "a", &p).await), 60);
+        clock.advance(Duration::from_millis(45_500));
+        assert_eq!(retry(l.check("per-route", "a", &p).await), 15);
+        // pipeline_route: the same pipeline on another route has its own bucket.
+        assert!(l.check("per-route", "b", &p).await.is_ok());
+    }
+
+    #[tokio::test]
+    async fn team_key_shares_a_bucket_and_falls_back_to_the_pipeline() {
+        let (l, _clock) = limiter();
+        let a = Identity { team: Some("finance".into()), ..id("a") };
+        let b = Identity { team: Some("finance".into()), ..id("b") };
+        assert!(l.check("per-team", "r", &a).await.is_ok());
+        assert!(l.check("per-team", "r", &b).await.is_ok());
+        assert!(l.check("per-team", "r", &a).await.is_err(), "a and b share the team's burst of 2");
+        // Without a team the pipeline is the key; a team named like the pipeline does not collide.
+        assert!(l.check("per-team", "r", &id("finance")).await.is_ok());
+        assert_eq!(bucket_key(KeyKind::Team, "r", &id("x")), "pipeline:x");
+        assert_eq!(
+            bucket_key(KeyKind::Principal, "r", &Identity { principal: Some("svc".into()), ..id("x") }),
+            "principal:svc"
+        );
+    }
+
+    #[tokio::test]
+    async fn reload_keeps_state_of_unchanged_policies_only() {
+        let (l, clock) = limiter();
+        let p = id("p");
+        l.check("per-route", "a", &p).await.unwrap();
+        l.check("per-team", "a", &p).await.unwrap();
+        l.check("per-team", "a", &p).await.unwrap();
+        let changed = CONFIG.replace("rate = \"1/s\"\n        burst = 2", "rate = \"1/s\"\n        burst = 3");
+        let next = Limiter::with_clock(&config(&changed), Metrics::new(100), Some(&l), clock).unwrap();
+        assert!(next.check("per-route", "a", &p).await.is_err(), "unchanged policy keeps its state");
+        assert!(next.check("per-team", "a", &p).await.is_ok(), "changed policy starts afresh");
+    }
+
+    #[tokio::test]
+    async fn eviction_bounds_keys() {
+        let (l, clock) = limiter();
+        for i in 0..100_000 {
+            l.check("per-dag", "r", &id(&format!("dag_{i}"))).await.unwrap();
+        }
+        assert_eq!(l.tracked_keys(), 100_000);
+        clock.advance(Duration::from_millis(200));
+        l.sweep();
+        assert_eq!(l.tracked_keys(), 0);
+    }
+
+    #[test]
+    fn header_helpers() {
+        assert_eq!(ceil_secs(Duration::ZERO), 0);
+        assert_eq!(ceil_secs(Duration::from_millis(1)), 1);
+        assert_eq!(ceil_secs(Duration::from_secs(2)), 2);
+        assert_eq!(sf_string(r#"a"b\c"#), r#""a\"b\\c""#);
+        assert_eq!(redis_key("airgate:", "per-dag", 0, "pipeline:x"), "airgate:per-dag:pipeline:x");
+        assert_eq!(redis_key("airgate:", "per-dag", 2, "pipeline:x"), "airgate:per-dag:o1:pipeline:x");
     }
 }

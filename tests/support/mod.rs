@@ -169,11 +169,37 @@ impl Gateway {
     }
 }
 
-/// The configuration header every test gateway shares: port-0 listeners, audit to a file.
+/// The test issuer: an Ed25519 key generated once per test process.
+struct TestIssuer {
+    _dir: tempfile::TempDir,
+    section: String,
+    issuer: config::issuer::Issuer,
+}
+
+fn test_issuer() -> &'static TestIssuer {
+    static ISSUER: std::sync::OnceLock<TestIssuer> = std::sync::OnceLock::new();
+    ISSUER.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let key = dir.path().join("signing.pem");
+        let pem = airgate::identity::mint::generate_dev_signing_key().unwrap();
+        std::fs::write(&key, pem.expose()).unwrap();
+        let section = format!(
+            "[[issuers]]\nname = \"test\"\nissuer = \"https://airflow.test.invalid\"\naudiences = [\"urn:airgate\"]\nrequired_scope = \"egress\"\nsigning_key = \"file:{}\"\n",
+            key.display()
+        );
+        let text = format!("{section}");
+        let issuer = config::parse(&text).unwrap().issuers.remove(0);
+        TestIssuer { _dir: dir, section, issuer }
+    })
+}
+
+/// The configuration header every test gateway shares: port-0 listeners, audit to a file, and
+/// the test issuer.
 pub fn base_config(dir: &std::path::Path) -> String {
     format!(
-        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[audit]\nsink = \"file\"\npath = \"{}\"\n",
-        dir.join("audit.jsonl").display()
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n[audit]\nsink = \"file\"\npath = \"{}\"\n{}",
+        dir.join("audit.jsonl").display(),
+        test_issuer().section
     )
 }
 
@@ -190,9 +216,26 @@ pub async fn gateway(body: &str) -> Gateway {
     Gateway { audit: dir.path().join("audit.jsonl"), running, dir }
 }
 
-/// A caller token for `dag`.
+/// A caller token for `dag` from the test issuer.
 pub fn token(dag: &str) -> String {
-    format!("placeholder:{dag}")
+    token_with(dag, |_| {})
+}
+
+/// A caller token for `dag`, with the request adjusted by `f` first.
+pub fn token_with(dag: &str, f: impl FnOnce(&mut airgate::identity::mint::MintRequest)) -> String {
+    let mut req = airgate::identity::mint::MintRequest {
+        dag: dag.into(),
+        task: "task_a".into(),
+        run: Some("scheduled__2026-11-30T00:00:00+00:00".into()),
+        try_number: Some(1),
+        map_index: None,
+        team: None,
+        ttl: Duration::from_secs(300),
+        audience: None,
+        extra_scope: None,
+    };
+    f(&mut req);
+    airgate::identity::mint::mint(&test_issuer().issuer, &req).unwrap()
 }
 
 /// A plain HTTP/1.1 client.
