@@ -123,9 +123,7 @@ pub async fn run(port: u16, admin_port: u16) -> Result<(), String> {
     println!("curl -sS -H 'Authorization: Bearer {forbidden}' {base}/demo/orders");
     println!("# invalid (401): a token whose signature does not verify");
     println!("curl -sS -H 'Authorization: Bearer {invalid}' {base}/demo/orders");
-    println!(
-        "# rate limited (429): 12 calls in a row; the first {DEMO_BURST} pass, the rest get 429 with Retry-After"
-    );
+    println!("# rate limited (429): 12 calls in a row; the first {DEMO_BURST} pass, the rest get 429 with Retry-After");
     println!(
         "curl -sS -o /dev/null -w '%{{http_code}}\\n' -H 'Authorization: Bearer {limited}' '{base}/demo/limited/[1-12]'"
     );
@@ -168,7 +166,8 @@ async fn start_demo_upstream() -> Result<SocketAddr, String> {
 fn echo(req: &Request<Incoming>) -> Response<Full<Bytes>> {
     let h = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     // Show that a gateway credential arrived without printing it.
-    let auth = h("authorization").map(|v| if v.starts_with("Bearer demo-gateway-token-") { "Bearer <gateway token>" } else { "<other>" });
+    let auth = h("authorization")
+        .map(|v| if v.starts_with("Bearer demo-gateway-token-") { "Bearer <gateway token>" } else { "<other>" });
     let body = serde_json::json!({
         "upstream": "demo-apim",
         "method": req.method().as_str(),

@@ -39,11 +39,14 @@ fn main() -> ExitCode {
             }
         },
         Command::Demo { port, admin_port } => match runtime() {
-            Ok(rt) => match rt.block_on(airgate::demo::run(port, admin_port.unwrap_or(match port {
-                8080 => 9090,
-                0 => 0,
-                p => p.checked_add(1010).unwrap_or(0),
-            }))) {
+            Ok(rt) => match rt.block_on(airgate::demo::run(
+                port,
+                admin_port.unwrap_or(match port {
+                    8080 => 9090,
+                    0 => 0,
+                    p => p.checked_add(1010).unwrap_or(0),
+                }),
+            )) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("airgate demo: {e}");

@@ -1,7 +1,6 @@
 //! The binary as a user runs it: `check` on good and bad files, `run` refusing a bad file with
 //! exit 2, SIGHUP and file-change reloads, and SIGTERM draining to exit 0.
 
-
 use std::{
     io::{BufRead, BufReader},
     process::{Command, Stdio},
@@ -85,7 +84,11 @@ upstream = "nowhere"
 #[test]
 fn check_reports_toml_syntax_errors_with_line_and_column() {
     let dir = tempfile::tempdir().unwrap();
-    let out = airgate().args(["check", "--config"]).arg(write(dir.path(), "s.toml", "[server]\nlisten = \"x\n")).output().unwrap();
+    let out = airgate()
+        .args(["check", "--config"])
+        .arg(write(dir.path(), "s.toml", "[server]\nlisten = \"x\n"))
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 2"), "{err}");
@@ -188,7 +191,8 @@ fn sighup_and_file_change_reload_and_sigterm_exits_0() {
     assert_eq!(http_get(&run.proxy, "/sales/x").0, 401, "the old routes still answer");
 
     // A good file with a new route applies (file change is noticed; SIGHUP also reloads).
-    let next = GOOD.to_owned() + "[[routes]]\nname = \"new\"\npath_prefix = \"/new/\"\nupstream = \"apim\"\nallow = { pipelines = [\"*\"] }\n";
+    let next = GOOD.to_owned()
+        + "[[routes]]\nname = \"new\"\npath_prefix = \"/new/\"\nupstream = \"apim\"\nallow = { pipelines = [\"*\"] }\n";
     std::fs::write(&path, next).unwrap();
     signal(&run.child, "-HUP");
     let deadline = Instant::now() + Duration::from_secs(10);

@@ -580,9 +580,10 @@ async fn large_upload_streams_with_flat_memory() {
     let dir = tempfile::tempdir().unwrap();
     let text = base_config(dir.path()).replace("[admin]", "max_request_body = \"2GiB\"\n[admin]")
         + &routes(&up.url()).replace("timeout = \"1s\"", "timeout = \"60s\"");
-    let running = airgate::app::start(airgate::config::parse(&text).unwrap(), airgate::app::Options { watch_config: None })
-        .await
-        .unwrap();
+    let running =
+        airgate::app::start(airgate::config::parse(&text).unwrap(), airgate::app::Options { watch_config: None })
+            .await
+            .unwrap();
     let chunk = Bytes::from(vec![b'z'; CHUNK]);
     let stream = futures_util::stream::iter(
         (0..CHUNKS).map(move |_| Ok::<_, std::io::Error>(http_body::Frame::data(chunk.clone()))),

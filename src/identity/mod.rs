@@ -21,7 +21,7 @@ use std::{borrow::Cow, sync::Arc};
 use tokio::sync::watch;
 
 /// A verified caller; handed down the stack in an `Arc`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Identity {
     /// The issuer's configuration name.
     pub issuer: Arc<str>,
