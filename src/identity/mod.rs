@@ -216,7 +216,17 @@ impl Authenticator {
     /// `identity_mismatch`) → `pipeline_from_header`/`principal_pipelines` (403). Counts
     /// `airgate_auth_failures_total{issuer,reason}` (issuer `_unknown` when none matched).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, Rejection> {
-        let result = self.authenticate_inner(headers).await;
+        self.authenticate_with(headers, true).await
+    }
+
+    /// [`Authenticator::authenticate`] without the verified-token cache (benchmarks).
+    #[doc(hidden)]
+    pub async fn authenticate_uncached(&self, headers: &HeaderMap) -> Result<Arc<Identity>, Rejection> {
+        self.authenticate_with(headers, false).await
+    }
+
+    async fn authenticate_with(&self, headers: &HeaderMap, use_cache: bool) -> Result<Arc<Identity>, Rejection> {
+        let result = self.authenticate_inner(headers, use_cache).await;
         if let Err(r) = &result {
             let issuer = r.issuer.as_deref().unwrap_or("_unknown");
             self.metrics.auth_failures.with_label_values(&[issuer, r.reason]).inc();
@@ -224,16 +234,17 @@ impl Authenticator {
         result
     }
 
-    async fn authenticate_inner(&self, headers: &HeaderMap) -> Result<Arc<Identity>, Rejection> {
+    async fn authenticate_inner(&self, headers: &HeaderMap, use_cache: bool) -> Result<Arc<Identity>, Rejection> {
         let token = bearer::extract(headers, self.max_token_bytes)?;
         let key = cache::key(token);
         let now = verify::unix_now();
-        let verified = match self.cached(&key, now) {
+        let hit = if use_cache { self.cached(&key, now) } else { None };
+        let verified = match hit {
             Some(v) => v,
             None => {
                 let v = Arc::new(self.verify(token, now).await?);
                 // Tokens expiring within the second are not worth remembering.
-                if v.times.exp > now {
+                if use_cache && v.times.exp > now {
                     self.cache.insert(key, Arc::clone(&v));
                 }
                 v
