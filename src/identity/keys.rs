@@ -541,7 +541,9 @@ impl KeyStore {
             return;
         }
         let weak: Weak<KeyStore> = Arc::downgrade(store);
-        let mut delay = match (&store.source, carried_over) {
+        // A carried-over set that is still good is refreshed on schedule; anything else at once.
+        let fresh = store.current().as_ref().is_some_and(|s| s.usable(Instant::now()));
+        let mut delay = match (&store.source, carried_over && fresh) {
             (Source::Remote { .. }, false) => Duration::ZERO,
             (Source::Remote { .. }, true) => store.refresh_interval,
             _ => FILE_POLL,
