@@ -584,6 +584,30 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_development_issuer_mints_and_verifies() {
+        let key = super::super::mint::generate_dev_signing_key().unwrap();
+        let i = Issuer::development("demo", "https://airgate.demo", "urn:airgate", key);
+        let auth = Authenticator::new(std::slice::from_ref(&i), Metrics::new(10), None).unwrap();
+        let req = super::super::mint::MintRequest {
+            dag: "sales_daily".into(),
+            task: "t".into(),
+            run: None,
+            try_number: None,
+            map_index: Some(3),
+            team: Some("sales".into()),
+            ttl: std::time::Duration::from_secs(60),
+            audience: None,
+            extra_scope: Some("read".into()),
+        };
+        let t = super::super::mint::mint(&i, &req).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+        let id = auth.authenticate(&h).await.unwrap();
+        assert_eq!((id.map_index.as_deref(), id.team.as_deref()), (Some("3"), Some("sales")));
+        assert!(super::super::mint::public_jwks(&i).unwrap().contains("\"OKP\""));
+    }
+
+    #[tokio::test]
     async fn rejections_become_gateway_errors() {
         let f = fixture();
         let mut h = HeaderMap::new();
