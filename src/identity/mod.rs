@@ -14,7 +14,11 @@ mod keys;
 pub mod mint;
 mod verify;
 
-use crate::{config::issuer::Issuer, error::GatewayError, metrics::Metrics};
+use crate::{
+    config::issuer::{Issuer, KeySource},
+    error::GatewayError,
+    metrics::Metrics,
+};
 use http::{HeaderMap, HeaderName};
 use keys::KeyStore;
 use std::{borrow::Cow, sync::Arc};
@@ -191,16 +195,13 @@ impl Authenticator {
                 Some(k) => Arc::clone(k),
                 None => Arc::new(KeyStore::new(issuer).map_err(|e| format!("issuer {}: {e}", issuer.name))?),
             };
-            runtimes.push(Runtime { config: issuer.clone(), keys });
-            if issuer.keys.is_remote() || matches!(issuer.keys, crate::config::issuer::KeySource::JwksFile(_)) {
+            if issuer.keys.is_remote() || matches!(issuer.keys, KeySource::JwksFile(_)) {
                 if tokio::runtime::Handle::try_current().is_err() {
                     return Err("the authenticator needs a tokio runtime to refresh keys".into());
                 }
-                let last = runtimes.last().map(|r| Arc::clone(&r.keys));
-                if let Some(store) = last {
-                    KeyStore::spawn_refresh(&store, Arc::clone(&metrics), rx.clone(), carried.is_some());
-                }
+                KeyStore::spawn_refresh(&keys, Arc::clone(&metrics), rx.clone(), carried.is_some());
             }
+            runtimes.push(Runtime { config: issuer.clone(), keys });
         }
         let max_token_bytes = issuers.iter().map(|i| i.max_token_bytes).max().unwrap_or(8 << 10);
         Ok(Authenticator {
