@@ -351,3 +351,27 @@ async fn keys_older_than_max_stale_are_not_used() {
     }
     assert_eq!(check(&auth, &token(&key, None)).await, Ok("sales_daily".into()));
 }
+
+#[tokio::test]
+async fn the_unknown_kid_cooldown_allows_one_fetch_per_window() {
+    let key = ed25519();
+    let server = JwksServer::start(&[&key]).await;
+    let auth = Authenticator::new(
+        &[issuer(
+            &format!("jwks_url = \"{}\"", server.url()),
+            "refresh_interval = \"1h\"\nunknown_kid_cooldown = \"1s\"",
+        )],
+        Metrics::new(10),
+        None,
+    )
+    .unwrap();
+    ready(&auth).await;
+    let before = server.fetches();
+    for round in 1..=2 {
+        for i in 0..5 {
+            assert_eq!(check(&auth, &token(&key, Some(&format!("r{round}-{i}")))).await, Err(reason::UNKNOWN_KID));
+        }
+        assert_eq!(server.fetches() - before, round);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+}
