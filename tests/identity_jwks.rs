@@ -324,3 +324,54 @@ async fn hot_reload_carries_unchanged_key_sets_over() {
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert_eq!(server.fetches(), fetched);
 }
+
+#[tokio::test]
+async fn keys_older_than_max_stale_are_not_used() {
+    let key = ed25519();
+    let server = JwksServer::start(&[&key]).await;
+    let auth = Authenticator::new(
+        &[issuer(&format!("jwks_url = \"{}\"", server.url()), "refresh_interval = \"1s\"\nmax_stale = \"2s\"")],
+        Metrics::new(10),
+        None,
+    )
+    .unwrap();
+    ready(&auth).await;
+    server.down.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_millis(2600)).await;
+    let missing = auth.not_ready();
+    assert!(missing.len() == 1 && missing[0].contains("older than max_stale"), "{missing:?}");
+    assert_eq!(check(&auth, &token(&key, None)).await, Err(reason::KEYS_UNAVAILABLE));
+    // The endpoint comes back: the next refresh makes the issuer usable again.
+    server.down.store(false, Ordering::SeqCst);
+    for _ in 0..100 {
+        if auth.not_ready().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(check(&auth, &token(&key, None)).await, Ok("sales_daily".into()));
+}
+
+#[tokio::test]
+async fn the_unknown_kid_cooldown_allows_one_fetch_per_window() {
+    let key = ed25519();
+    let server = JwksServer::start(&[&key]).await;
+    let auth = Authenticator::new(
+        &[issuer(
+            &format!("jwks_url = \"{}\"", server.url()),
+            "refresh_interval = \"1h\"\nunknown_kid_cooldown = \"1s\"",
+        )],
+        Metrics::new(10),
+        None,
+    )
+    .unwrap();
+    ready(&auth).await;
+    let before = server.fetches();
+    for round in 1..=2 {
+        for i in 0..5 {
+            assert_eq!(check(&auth, &token(&key, Some(&format!("r{round}-{i}")))).await, Err(reason::UNKNOWN_KID));
+        }
+        assert_eq!(server.fetches() - before, round);
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+    }
+}

@@ -197,6 +197,29 @@ impl Issuer {
             && self.unknown_kid_cooldown == other.unknown_kid_cooldown
     }
 
+    /// A development issuer holding its own signing key (`airgate demo`, tests): defaults as in
+    /// the file, `required_scope = "egress"`, algorithms from the key type at verification.
+    pub fn development(name: &str, issuer: &str, audience: &str, signing_key: super::Secret) -> Issuer {
+        Issuer {
+            name: name.into(),
+            issuer: issuer.to_owned(),
+            audiences: vec![audience.to_owned()],
+            algorithms: DEFAULT_ALGORITHMS.to_vec(),
+            keys: KeySource::SigningKey(SecretRef::Inline(signing_key)),
+            ca_file: None,
+            required_scope: Some("egress".to_owned()),
+            leeway: Duration::from_secs(10),
+            max_lifetime: Duration::from_secs(15 * 60),
+            max_token_bytes: 8 << 10,
+            refresh_interval: Duration::from_secs(5 * 60),
+            max_stale: Duration::from_secs(24 * 3600),
+            unknown_kid_cooldown: Duration::from_secs(30),
+            pipeline_from_header: false,
+            principal_pipelines: Vec::new(),
+            claims: ClaimMap::default(),
+        }
+    }
+
     /// The globs granted to `principal`, if any.
     pub fn grant(&self, principal: &str) -> Option<&GlobSet> {
         self.principal_pipelines.iter().find(|g| g.principal == principal).map(|g| &g.globs)
@@ -225,10 +248,11 @@ pub fn validate(raw: RawIssuer, at: &str, p: &mut Problems, warnings: &mut Vec<S
         p.push(join(at, "issuer"), "must not be empty");
     }
 
-    let audiences = required(raw.audiences, at, "audiences", p).unwrap_or_default();
-    if audiences.is_empty() && p.len() == before {
+    let audiences = required(raw.audiences, at, "audiences", p);
+    if audiences.as_ref().is_some_and(Vec::is_empty) {
         p.push(join(at, "audiences"), "must list at least one audience");
     }
+    let audiences = audiences.unwrap_or_default();
     for (i, aud) in audiences.iter().enumerate() {
         if aud == AIRFLOW_EXECUTION_AUDIENCE {
             p.push(
@@ -584,6 +608,15 @@ mod tests {
         let (i, p, _) = check(&format!("{BASE}shared_secret = \"env:S\"\n"));
         assert!(p.is_empty(), "{p:?}");
         assert_eq!(i.unwrap().algorithms, vec![Algorithm::HS256]);
+    }
+
+    #[test]
+    fn audiences_are_required_and_not_empty() {
+        let (_, p, _) = check("name = \"a\"\nissuer = \"x\"\njwks_file = \"/k\"\n");
+        assert!(p.iter().any(|m| m.starts_with("issuers[0].audiences") && m.contains("required")), "{p:?}");
+        let (_, p, _) = check("name = \"a\"\nissuer = \"x\"\naudiences = []\n");
+        assert!(p.iter().any(|m| m.contains("at least one audience")), "{p:?}");
+        assert!(p.iter().any(|m| m.contains("exactly one key source")), "{p:?}");
     }
 
     #[test]

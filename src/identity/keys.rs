@@ -332,6 +332,7 @@ impl KeyStore {
     /// Builds the store for `issuer`; local sources are loaded now (an error here fails startup).
     pub(crate) fn new(issuer: &Issuer) -> Result<Self, String> {
         let allowed = AlgSet::of(&issuer.algorithms);
+        let mut state = FetchState::default();
         let (source, initial) = match &issuer.keys {
             KeySource::JwksUrl(url) | KeySource::Discovery(url) => {
                 let client =
@@ -340,6 +341,8 @@ impl KeyStore {
                 (Source::Remote { client: Box::new(client), url: url.clone(), discovery }, None)
             }
             KeySource::JwksFile(path) => {
+                // Stamp first: a change while reading is then seen by the next poll.
+                state.file_stamp = stamp(path);
                 let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 let keys = parse_jwks(&issuer.name, &bytes, allowed).map_err(|e| format!("{}: {e}", path.display()))?;
                 (Source::File(path.clone()), Some((keys, true)))
@@ -378,7 +381,7 @@ impl KeyStore {
             source,
             allowed,
             current: ArcSwapOption::empty(),
-            fetch: tokio::sync::Mutex::new(FetchState::default()),
+            fetch: tokio::sync::Mutex::new(state),
             last_error: Mutex::new(None),
             refresh_interval: issuer.refresh_interval,
             max_stale: issuer.max_stale,
@@ -386,10 +389,6 @@ impl KeyStore {
         };
         if let Some((keys, require_kid)) = initial {
             store.store(keys, require_kid, None);
-        }
-        if let (Source::File(path), Ok(state)) = (&store.source, store.fetch.try_lock()) {
-            let mut state = state;
-            state.file_stamp = stamp(path);
         }
         Ok(store)
     }
@@ -409,7 +408,8 @@ impl KeyStore {
             keys,
             require_kid,
             fetched_at: now,
-            stale_at: stale_after.map(|d| now + d),
+            // A max_stale too large to represent means "never stale".
+            stale_at: stale_after.and_then(|d| now.checked_add(d)),
             generation: self.generation() + 1,
         };
         self.current.store(Some(Arc::new(set)));
@@ -541,7 +541,9 @@ impl KeyStore {
             return;
         }
         let weak: Weak<KeyStore> = Arc::downgrade(store);
-        let mut delay = match (&store.source, carried_over) {
+        // A carried-over set that is still good is refreshed on schedule; anything else at once.
+        let fresh = store.current().as_ref().is_some_and(|s| s.usable(Instant::now()));
+        let mut delay = match (&store.source, carried_over && fresh) {
             (Source::Remote { .. }, false) => Duration::ZERO,
             (Source::Remote { .. }, true) => store.refresh_interval,
             _ => FILE_POLL,

@@ -14,7 +14,11 @@ mod keys;
 pub mod mint;
 mod verify;
 
-use crate::{config::issuer::Issuer, error::GatewayError, metrics::Metrics};
+use crate::{
+    config::issuer::{Issuer, KeySource},
+    error::GatewayError,
+    metrics::Metrics,
+};
 use http::{HeaderMap, HeaderName};
 use keys::KeyStore;
 use std::{borrow::Cow, sync::Arc};
@@ -191,16 +195,13 @@ impl Authenticator {
                 Some(k) => Arc::clone(k),
                 None => Arc::new(KeyStore::new(issuer).map_err(|e| format!("issuer {}: {e}", issuer.name))?),
             };
-            runtimes.push(Runtime { config: issuer.clone(), keys });
-            if issuer.keys.is_remote() || matches!(issuer.keys, crate::config::issuer::KeySource::JwksFile(_)) {
+            if issuer.keys.is_remote() || matches!(issuer.keys, KeySource::JwksFile(_)) {
                 if tokio::runtime::Handle::try_current().is_err() {
                     return Err("the authenticator needs a tokio runtime to refresh keys".into());
                 }
-                let last = runtimes.last().map(|r| Arc::clone(&r.keys));
-                if let Some(store) = last {
-                    KeyStore::spawn_refresh(&store, Arc::clone(&metrics), rx.clone(), carried.is_some());
-                }
+                KeyStore::spawn_refresh(&keys, Arc::clone(&metrics), rx.clone(), carried.is_some());
             }
+            runtimes.push(Runtime { config: issuer.clone(), keys });
         }
         let max_token_bytes = issuers.iter().map(|i| i.max_token_bytes).max().unwrap_or(8 << 10);
         Ok(Authenticator {
@@ -216,7 +217,17 @@ impl Authenticator {
     /// `identity_mismatch`) → `pipeline_from_header`/`principal_pipelines` (403). Counts
     /// `airgate_auth_failures_total{issuer,reason}` (issuer `_unknown` when none matched).
     pub async fn authenticate(&self, headers: &HeaderMap) -> Result<Arc<Identity>, Rejection> {
-        let result = self.authenticate_inner(headers).await;
+        self.authenticate_with(headers, true).await
+    }
+
+    /// [`Authenticator::authenticate`] without the verified-token cache (benchmarks).
+    #[doc(hidden)]
+    pub async fn authenticate_uncached(&self, headers: &HeaderMap) -> Result<Arc<Identity>, Rejection> {
+        self.authenticate_with(headers, false).await
+    }
+
+    async fn authenticate_with(&self, headers: &HeaderMap, use_cache: bool) -> Result<Arc<Identity>, Rejection> {
+        let result = self.authenticate_inner(headers, use_cache).await;
         if let Err(r) = &result {
             let issuer = r.issuer.as_deref().unwrap_or("_unknown");
             self.metrics.auth_failures.with_label_values(&[issuer, r.reason]).inc();
@@ -224,16 +235,17 @@ impl Authenticator {
         result
     }
 
-    async fn authenticate_inner(&self, headers: &HeaderMap) -> Result<Arc<Identity>, Rejection> {
+    async fn authenticate_inner(&self, headers: &HeaderMap, use_cache: bool) -> Result<Arc<Identity>, Rejection> {
         let token = bearer::extract(headers, self.max_token_bytes)?;
         let key = cache::key(token);
         let now = verify::unix_now();
-        let verified = match self.cached(&key, now) {
+        let hit = if use_cache { self.cached(&key, now) } else { None };
+        let verified = match hit {
             Some(v) => v,
             None => {
                 let v = Arc::new(self.verify(token, now).await?);
                 // Tokens expiring within the second are not worth remembering.
-                if v.times.exp > now {
+                if use_cache && v.times.exp > now {
                     self.cache.insert(key, Arc::clone(&v));
                 }
                 v

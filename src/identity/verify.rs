@@ -584,6 +584,62 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn the_development_issuer_mints_and_verifies() {
+        let key = super::super::mint::generate_dev_signing_key().unwrap();
+        let i = Issuer::development("demo", "https://airgate.demo", "urn:airgate", key);
+        let auth = Authenticator::new(std::slice::from_ref(&i), Metrics::new(10), None).unwrap();
+        let req = super::super::mint::MintRequest {
+            dag: "sales_daily".into(),
+            task: "t".into(),
+            run: None,
+            try_number: None,
+            map_index: Some(3),
+            team: Some("sales".into()),
+            ttl: std::time::Duration::from_secs(60),
+            audience: None,
+            extra_scope: Some("read".into()),
+        };
+        let t = super::super::mint::mint(&i, &req).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+        let id = auth.authenticate(&h).await.unwrap();
+        assert_eq!((id.map_index.as_deref(), id.team.as_deref()), (Some("3"), Some("sales")));
+        assert!(super::super::mint::public_jwks(&i).unwrap().contains("\"OKP\""));
+    }
+
+    #[tokio::test]
+    async fn issuers_are_chosen_by_iss_then_aud() {
+        use super::super::mint::{MintRequest, generate_dev_signing_key, mint};
+        let a = Issuer::development("a", "https://idp", "urn:a", generate_dev_signing_key().unwrap());
+        let b = Issuer::development("b", "https://idp", "urn:b", generate_dev_signing_key().unwrap());
+        let c = Issuer::development("c", "https://other", "urn:a", generate_dev_signing_key().unwrap());
+        let auth = Authenticator::new(&[a.clone(), b.clone(), c.clone()], Metrics::new(10), None).unwrap();
+        let req = MintRequest {
+            dag: "d".into(),
+            task: "t".into(),
+            run: None,
+            try_number: None,
+            map_index: None,
+            team: None,
+            ttl: std::time::Duration::from_secs(60),
+            audience: None,
+            extra_scope: None,
+        };
+        for (issuer, want) in [(&a, "a"), (&b, "b"), (&c, "c")] {
+            let t = mint(issuer, &req).unwrap();
+            let mut h = HeaderMap::new();
+            h.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {t}")).unwrap());
+            assert_eq!(&*auth.authenticate(&h).await.unwrap().issuer, want);
+        }
+        // Issuer b's key cannot vouch for issuer a's audience.
+        let wrong = mint(&b, &MintRequest { audience: Some("urn:a".into()), ..req }).unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {wrong}")).unwrap());
+        let r = auth.authenticate(&h).await.unwrap_err();
+        assert_eq!((r.reason, r.issuer.as_deref()), (reason::UNKNOWN_KID, Some("a")));
+    }
+
+    #[tokio::test]
     async fn rejections_become_gateway_errors() {
         let f = fixture();
         let mut h = HeaderMap::new();
