@@ -21,6 +21,8 @@ pub struct RawRateLimits {
     pub redis_url: Option<String>,
     /// Secret reference to the Redis password (Azure Cache for Redis access key).
     pub redis_password: Option<String>,
+    /// PEM CA certificate(s) that sign the Redis server's certificate, instead of the public roots.
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Prefix of every key airgate writes.
     pub redis_key_prefix: Option<String>,
     /// Deadline of one Redis decision.
@@ -109,6 +111,8 @@ pub struct RedisSettings {
     pub url: url::Url,
     /// The password, when the server requires one.
     pub password: Option<SecretRef>,
+    /// Trust anchors for `rediss://` instead of the public roots (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
     /// Prefix of every key (lets deployments and tests share one Redis).
     pub key_prefix: String,
     /// Deadline of one decision.
@@ -255,7 +259,11 @@ pub fn validate(raw: RawRateLimits, at: &str, p: &mut Problems) -> RateLimits {
     let key_prefix = raw.redis_key_prefix.unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
     let backend = match raw.backend.as_deref() {
         None | Some("local") => {
-            for (key, set) in [("redis_url", raw.redis_url.is_some()), ("redis_password", password.is_some())] {
+            for (key, set) in [
+                ("redis_url", raw.redis_url.is_some()),
+                ("redis_password", password.is_some()),
+                ("redis_ca_file", raw.redis_ca_file.is_some()),
+            ] {
                 if set {
                     p.push(join(at, key), "only applies to backend = \"redis\"");
                 }
@@ -268,7 +276,12 @@ pub fn validate(raw: RawRateLimits, at: &str, p: &mut Problems) -> RateLimits {
                 Backend::Local
             }
             Some(text) => match redis_url(&text) {
-                Ok(url) => Backend::Redis(RedisSettings { url, password, key_prefix, timeout }),
+                Ok(url) => {
+                    if raw.redis_ca_file.is_some() && url.scheme() != "rediss" {
+                        p.push(join(at, "redis_ca_file"), "only applies to a rediss:// (TLS) redis_url");
+                    }
+                    Backend::Redis(RedisSettings { url, password, ca_file: raw.redis_ca_file, key_prefix, timeout })
+                }
                 Err(e) => {
                     p.push(join(at, "redis_url"), e);
                     Backend::Local
@@ -467,6 +480,11 @@ mod tests {
         let (_, problems) = check("backend = \"redis\"\nredis_url = \"redis://:hunter2@x\"\n");
         assert!(problems.iter().any(|p| p.contains("must not contain a password")), "{problems:?}");
         assert!(problems.iter().all(|p| !p.contains("hunter2")), "{problems:?}");
+        let (_, problems) = check("backend = \"redis\"\nredis_url = \"redis://x\"\nredis_ca_file = \"/ca.pem\"\n");
+        assert!(
+            problems.iter().any(|p| p.starts_with("rate_limits.redis_ca_file: only applies to a rediss")),
+            "{problems:?}"
+        );
         let (_, problems) = check("redis_url = \"redis://x\"\n");
         assert!(problems.iter().any(|p| p.starts_with("rate_limits.redis_url: only applies")), "{problems:?}");
     }
