@@ -4,7 +4,7 @@
 use super::{Problems, SecretRef, duration_or, join, units::Rate};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
-use std::{num::NonZeroU32, sync::Arc, time::Duration};
+use std::{fmt, num::NonZeroU32, sync::Arc, time::Duration};
 
 /// Default `redis_key_prefix`.
 pub const DEFAULT_KEY_PREFIX: &str = "airgate:";
@@ -81,6 +81,51 @@ impl RateLimits {
     /// The policy of that name.
     pub fn policy(&self, name: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| *p.name == *name)
+    }
+
+    /// One line per fact for `airgate check`: the backend, then each policy. Never a secret.
+    pub fn summary_lines(&self) -> Vec<String> {
+        let backend = match &self.backend {
+            Backend::Local => "local".to_owned(),
+            Backend::Redis(r) => format!(
+                "redis {}://{}{} (prefix {:?}, timeout {:?})",
+                r.url.scheme(),
+                r.url.host_str().unwrap_or("?"),
+                r.url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                r.key_prefix,
+                r.timeout
+            ),
+        };
+        let mode = match self.on_backend_error {
+            OnBackendError::Local => "local",
+            OnBackendError::Allow => "allow",
+            OnBackendError::Deny => "deny",
+        };
+        std::iter::once(format!("rate limits: backend {backend}, on_backend_error {mode}"))
+            .chain(self.policies.iter().map(|p| format!("  {p}")))
+            .collect()
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let per = match self.rate.per.as_secs() {
+            1 if self.rate.per.subsec_nanos() == 0 => "s".to_owned(),
+            60 if self.rate.per.subsec_nanos() == 0 => "min".to_owned(),
+            3600 if self.rate.per.subsec_nanos() == 0 => "h".to_owned(),
+            _ => humantime::format_duration(self.rate.per).to_string(),
+        };
+        write!(f, "{}/{per} burst {}", self.rate.count, self.burst)
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} per {}", self.name, self.limit, self.key.as_str())?;
+        for o in &self.overrides {
+            write!(f, "; {} -> {}", o.pipelines.join(","), o.limit)?;
+        }
+        Ok(())
     }
 }
 
@@ -420,6 +465,14 @@ mod tests {
         assert_eq!(team.key, KeyKind::Team);
         assert_eq!(team.limit.burst.get(), 3000, "burst defaults to the rate's count");
         assert!(rl.has_policy("per-team") && !rl.has_policy("nope"));
+        assert_eq!(
+            rl.summary_lines(),
+            [
+                "rate limits: backend local, on_backend_error local",
+                "  per-dag: 20/s burst 40 per pipeline; sales_backfill* -> 2/s burst 4",
+                "  per-team: 3000/min burst 3000 per team",
+            ]
+        );
     }
 
     #[test]

@@ -441,6 +441,28 @@ mod tests {
         assert_eq!(l.tracked_keys(), 0);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn limiters_from_new_sweep_in_the_background() {
+        let cfg = config("[[policies]]\nname = \"fast\"\nrate = \"1000000/s\"\nburst = 1\n");
+        let l = Limiter::new(&cfg, Metrics::new(10), None).unwrap();
+        for i in 0..100 {
+            l.check("fast", "r", &id(&format!("d{i}"))).await.unwrap();
+        }
+        assert_eq!(l.tracked_keys(), 100);
+        // The limiter's clock is real: let the 1 µs buckets refill; tokio's (paused) clock then
+        // jumps to the sweeper's next tick.
+        std::thread::sleep(Duration::from_millis(2));
+        tokio::time::sleep(local::SWEEP_INTERVAL * 2).await;
+        for _ in 0..500 {
+            if l.tracked_keys() == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(l.tracked_keys(), 0);
+    }
+
     #[test]
     fn header_helpers() {
         assert_eq!(ceil_secs(Duration::ZERO), 0);
