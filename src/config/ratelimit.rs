@@ -493,6 +493,9 @@ mod tests {
             [[policies]]
             name = "a"
             rate = "1/s"
+            [[policies]]
+            name = "pér-dag"
+            rate = "1/s"
             "#,
         );
         let has = |prefix: &str| problems.iter().any(|p| p.starts_with(prefix));
@@ -503,6 +506,7 @@ mod tests {
         assert!(has("rate_limits.policies[1].overrides[0].rate: not a rate"), "{problems:?}");
         assert!(has("rate_limits.policies[1].overrides[1].pipelines"), "{problems:?}");
         assert!(has("rate_limits.policies[2].name: duplicate"), "{problems:?}");
+        assert!(has("rate_limits.policies[3].name: must be non-empty printable ASCII"), "{problems:?}");
         assert!(!has("rate_limits.policies[0]"), "{problems:?}");
     }
 
