@@ -156,6 +156,10 @@ async fn headers_and_retry_after_from_redis() {
     }
 }
 
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
 /// A `redis-server` of this test's own, killed when dropped.
 struct PrivateRedis {
     port: u16,
@@ -164,8 +168,13 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start_on(port: u16) -> Self {
+        Self::start_with(port, &["--port".into(), port.to_string()])
+    }
+
+    fn start_with(port: u16, args: &[String]) -> Self {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(args)
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -179,8 +188,7 @@ impl PrivateRedis {
     }
 
     fn start() -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        Self::start_on(port)
+        Self::start_on(free_port())
     }
 
     fn kill(&mut self) {
@@ -265,4 +273,55 @@ async fn backend_down_modes_and_recovery() {
     // Shared again: dag_c has used one of its two in Redis.
     assert!(allow.check("per-dag", "r", &id("dag_c")).await.is_ok());
     assert!(is_limited(&local.check("per-dag", "r", &id("dag_c")).await));
+}
+
+/// `rediss://` (as Azure Cache for Redis) with the password from a secret reference: a private
+/// TLS-only `redis-server` whose self-signed certificate is trusted through `redis_ca_file`.
+#[tokio::test]
+async fn tls_and_password_from_a_secret_reference() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::generate_simple_self_signed(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    let (cert_file, key_file, password_file) =
+        (dir.path().join("cert.pem"), dir.path().join("key.pem"), dir.path().join("redis-password"));
+    std::fs::write(&cert_file, key.cert.pem()).unwrap();
+    std::fs::write(&key_file, key.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&password_file, "s3cret-access-key\n").unwrap();
+    let port = free_port();
+    let _server = PrivateRedis::start_with(
+        port,
+        &[
+            "--port".into(),
+            "0".into(),
+            "--tls-port".into(),
+            port.to_string(),
+            "--tls-cert-file".into(),
+            cert_file.display().to_string(),
+            "--tls-key-file".into(),
+            key_file.display().to_string(),
+            "--tls-auth-clients".into(),
+            "no".into(),
+            "--requirepass".into(),
+            "s3cret-access-key".into(),
+        ],
+    );
+    let prefix = unique_prefix("tls");
+    let text = format!(
+        "backend = \"redis\"\nredis_url = \"rediss://127.0.0.1:{port}\"\nredis_password = \"file:{}\"\nredis_ca_file = \"{}\"\n\
+         redis_key_prefix = \"{prefix}\"\non_backend_error = \"deny\"\nredis_timeout = \"1s\"\n\
+         [[policies]]\nname = \"per-dag\"\nrate = \"1/min\"\nburst = 1\n",
+        password_file.display(),
+        cert_file.display()
+    );
+    let raw: RawRateLimits = toml::from_str(&text).unwrap();
+    let mut p = Problems::default();
+    let cfg = validate(raw, "rate_limits", &mut p);
+    assert!(p.is_empty(), "{p:?}");
+    let metrics = Metrics::new(10);
+    let limiter = Limiter::new(&cfg, Arc::clone(&metrics), None).unwrap();
+    eventually("TLS connection with password", || limiter.not_ready().is_empty()).await;
+    assert!(limiter.check("per-dag", "r", &id("tls_dag")).await.is_ok());
+    assert!(is_limited(&limiter.check("per-dag", "r", &id("tls_dag")).await));
+    assert_eq!(backend_errors(&metrics), 0);
+    assert!(!format!("{limiter:?}").contains("s3cret"));
 }

@@ -4,7 +4,7 @@
 use super::{Problems, SecretRef, duration_or, join, units::Rate};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde::Deserialize;
-use std::{num::NonZeroU32, sync::Arc, time::Duration};
+use std::{fmt, num::NonZeroU32, sync::Arc, time::Duration};
 
 /// Default `redis_key_prefix`.
 pub const DEFAULT_KEY_PREFIX: &str = "airgate:";
@@ -21,6 +21,8 @@ pub struct RawRateLimits {
     pub redis_url: Option<String>,
     /// Secret reference to the Redis password (Azure Cache for Redis access key).
     pub redis_password: Option<String>,
+    /// PEM CA certificate(s) that sign the Redis server's certificate, instead of the public roots.
+    pub redis_ca_file: Option<std::path::PathBuf>,
     /// Prefix of every key airgate writes.
     pub redis_key_prefix: Option<String>,
     /// Deadline of one Redis decision.
@@ -80,6 +82,51 @@ impl RateLimits {
     pub fn policy(&self, name: &str) -> Option<&Policy> {
         self.policies.iter().find(|p| *p.name == *name)
     }
+
+    /// One line per fact for `airgate check`: the backend, then each policy. Never a secret.
+    pub fn summary_lines(&self) -> Vec<String> {
+        let backend = match &self.backend {
+            Backend::Local => "local".to_owned(),
+            Backend::Redis(r) => format!(
+                "redis {}://{}{} (prefix {:?}, timeout {:?})",
+                r.url.scheme(),
+                r.url.host_str().unwrap_or("?"),
+                r.url.port().map(|p| format!(":{p}")).unwrap_or_default(),
+                r.key_prefix,
+                r.timeout
+            ),
+        };
+        let mode = match self.on_backend_error {
+            OnBackendError::Local => "local",
+            OnBackendError::Allow => "allow",
+            OnBackendError::Deny => "deny",
+        };
+        std::iter::once(format!("rate limits: backend {backend}, on_backend_error {mode}"))
+            .chain(self.policies.iter().map(|p| format!("  {p}")))
+            .collect()
+    }
+}
+
+impl fmt::Display for Limit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let per = match self.rate.per.as_secs() {
+            1 if self.rate.per.subsec_nanos() == 0 => "s".to_owned(),
+            60 if self.rate.per.subsec_nanos() == 0 => "min".to_owned(),
+            3600 if self.rate.per.subsec_nanos() == 0 => "h".to_owned(),
+            _ => humantime::format_duration(self.rate.per).to_string(),
+        };
+        write!(f, "{}/{per} burst {}", self.rate.count, self.burst)
+    }
+}
+
+impl fmt::Display for Policy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {} per {}", self.name, self.limit, self.key.as_str())?;
+        for o in &self.overrides {
+            write!(f, "; {} -> {}", o.pipelines.join(","), o.limit)?;
+        }
+        Ok(())
+    }
 }
 
 /// Where rate-limit decisions are made.
@@ -109,6 +156,8 @@ pub struct RedisSettings {
     pub url: url::Url,
     /// The password, when the server requires one.
     pub password: Option<SecretRef>,
+    /// Trust anchors for `rediss://` instead of the public roots (a private CA).
+    pub ca_file: Option<std::path::PathBuf>,
     /// Prefix of every key (lets deployments and tests share one Redis).
     pub key_prefix: String,
     /// Deadline of one decision.
@@ -255,7 +304,11 @@ pub fn validate(raw: RawRateLimits, at: &str, p: &mut Problems) -> RateLimits {
     let key_prefix = raw.redis_key_prefix.unwrap_or_else(|| DEFAULT_KEY_PREFIX.to_owned());
     let backend = match raw.backend.as_deref() {
         None | Some("local") => {
-            for (key, set) in [("redis_url", raw.redis_url.is_some()), ("redis_password", password.is_some())] {
+            for (key, set) in [
+                ("redis_url", raw.redis_url.is_some()),
+                ("redis_password", password.is_some()),
+                ("redis_ca_file", raw.redis_ca_file.is_some()),
+            ] {
                 if set {
                     p.push(join(at, key), "only applies to backend = \"redis\"");
                 }
@@ -268,7 +321,12 @@ pub fn validate(raw: RawRateLimits, at: &str, p: &mut Problems) -> RateLimits {
                 Backend::Local
             }
             Some(text) => match redis_url(&text) {
-                Ok(url) => Backend::Redis(RedisSettings { url, password, key_prefix, timeout }),
+                Ok(url) => {
+                    if raw.redis_ca_file.is_some() && url.scheme() != "rediss" {
+                        p.push(join(at, "redis_ca_file"), "only applies to a rediss:// (TLS) redis_url");
+                    }
+                    Backend::Redis(RedisSettings { url, password, ca_file: raw.redis_ca_file, key_prefix, timeout })
+                }
                 Err(e) => {
                     p.push(join(at, "redis_url"), e);
                     Backend::Local
@@ -407,6 +465,14 @@ mod tests {
         assert_eq!(team.key, KeyKind::Team);
         assert_eq!(team.limit.burst.get(), 3000, "burst defaults to the rate's count");
         assert!(rl.has_policy("per-team") && !rl.has_policy("nope"));
+        assert_eq!(
+            rl.summary_lines(),
+            [
+                "rate limits: backend local, on_backend_error local",
+                "  per-dag: 20/s burst 40 per pipeline; sales_backfill* -> 2/s burst 4",
+                "  per-team: 3000/min burst 3000 per team",
+            ]
+        );
     }
 
     #[test]
@@ -427,6 +493,9 @@ mod tests {
             [[policies]]
             name = "a"
             rate = "1/s"
+            [[policies]]
+            name = "pér-dag"
+            rate = "1/s"
             "#,
         );
         let has = |prefix: &str| problems.iter().any(|p| p.starts_with(prefix));
@@ -437,6 +506,7 @@ mod tests {
         assert!(has("rate_limits.policies[1].overrides[0].rate: not a rate"), "{problems:?}");
         assert!(has("rate_limits.policies[1].overrides[1].pipelines"), "{problems:?}");
         assert!(has("rate_limits.policies[2].name: duplicate"), "{problems:?}");
+        assert!(has("rate_limits.policies[3].name: must be non-empty printable ASCII"), "{problems:?}");
         assert!(!has("rate_limits.policies[0]"), "{problems:?}");
     }
 
@@ -467,6 +537,11 @@ mod tests {
         let (_, problems) = check("backend = \"redis\"\nredis_url = \"redis://:hunter2@x\"\n");
         assert!(problems.iter().any(|p| p.contains("must not contain a password")), "{problems:?}");
         assert!(problems.iter().all(|p| !p.contains("hunter2")), "{problems:?}");
+        let (_, problems) = check("backend = \"redis\"\nredis_url = \"redis://x\"\nredis_ca_file = \"/ca.pem\"\n");
+        assert!(
+            problems.iter().any(|p| p.starts_with("rate_limits.redis_ca_file: only applies to a rediss")),
+            "{problems:?}"
+        );
         let (_, problems) = check("redis_url = \"redis://x\"\n");
         assert!(problems.iter().any(|p| p.starts_with("rate_limits.redis_url: only applies")), "{problems:?}");
     }

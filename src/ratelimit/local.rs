@@ -62,36 +62,43 @@ impl<C: Clock> Bucket<C> {
     }
 }
 
-/// A policy's in-process state: bucket 0 is the default limit, bucket `i + 1` override `i`.
+/// A policy's in-process state: its default bucket and one bucket per override.
 pub(crate) struct PolicyLimiter<C: Clock> {
     pub(crate) policy: Policy,
-    pub(crate) buckets: Vec<Bucket<C>>,
+    default: Bucket<C>,
+    overrides: Vec<Bucket<C>>,
 }
 
 impl<C: Clock + Clone> PolicyLimiter<C> {
     pub(crate) fn new(policy: Policy, clock: &C) -> Self {
-        let buckets = std::iter::once(policy.limit)
-            .chain(policy.overrides.iter().map(|o| o.limit))
-            .map(|limit| Bucket::new(limit, clock.clone()))
-            .collect();
-        PolicyLimiter { policy, buckets }
+        let default = Bucket::new(policy.limit, clock.clone());
+        let overrides = policy.overrides.iter().map(|o| Bucket::new(o.limit, clock.clone())).collect();
+        PolicyLimiter { policy, default, overrides }
     }
 }
 
 impl<C: Clock> PolicyLimiter<C> {
-    /// The bucket for a pipeline: its first matching override, else the default.
-    pub(crate) fn bucket_index(&self, pipeline: &str) -> usize {
-        self.policy.override_for(pipeline).map_or(0, |i| i + 1)
+    /// The bucket for a pipeline, with its index: 0 is the default, `i + 1` override `i`.
+    pub(crate) fn bucket(&self, pipeline: &str) -> (usize, &Bucket<C>) {
+        self.policy
+            .override_for(pipeline)
+            .and_then(|i| self.overrides.get(i).map(|b| (i + 1, b)))
+            .unwrap_or((0, &self.default))
+    }
+
+    /// Every bucket, in index order.
+    pub(crate) fn buckets(&self) -> impl Iterator<Item = &Bucket<C>> {
+        std::iter::once(&self.default).chain(&self.overrides)
     }
 
     /// Drops keys whose buckets are full again (indistinguishable from new ones).
     pub(crate) fn sweep(&self) {
-        self.buckets.iter().for_each(Bucket::sweep);
+        self.buckets().for_each(Bucket::sweep);
     }
 
     /// Keys currently held.
     pub(crate) fn len(&self) -> usize {
-        self.buckets.iter().map(Bucket::len).sum()
+        self.buckets().map(Bucket::len).sum()
     }
 }
 

@@ -92,8 +92,7 @@ impl<C: Clock> PolicyState<C> {
     fn new(local: Arc<PolicyLimiter<C>>) -> Self {
         let name = sf_string(&local.policy.name);
         let policy_headers = local
-            .buckets
-            .iter()
+            .buckets()
             .map(|b| header(format!("{name};q={};w={}", b.limit.burst, ceil_secs(b.limit.recovery()).max(1))))
             .collect();
         PolicyState { local, name, policy_headers }
@@ -207,42 +206,30 @@ where
             tracing::error!(%policy, %route, "route refers to a rate-limit policy this limiter does not have");
             return Err(GatewayError::RateLimitUnavailable { retry_after: 1 });
         };
-        let bucket = state.local.bucket_index(&identity.pipeline);
+        let (index, bucket) = state.local.bucket(&identity.pipeline);
         let key = bucket_key(state.local.policy.key, route, identity);
         let decision = match &self.redis {
-            None => self.decide_local(state, bucket, &key),
+            None => bucket.decide(&key),
             Some(redis) => {
-                let Some(limit) = state.local.buckets.get(bucket).map(|b| b.limit) else {
-                    return Err(GatewayError::RateLimitUnavailable { retry_after: 1 });
-                };
-                match redis.decide(&redis_key(&redis.settings.key_prefix, policy, bucket, &key), &limit).await {
+                match redis.decide(&redis_key(&redis.settings.key_prefix, policy, index, &key), &bucket.limit).await {
                     Ok(d) => d,
                     Err(e) => {
                         self.metrics.ratelimit_backend_errors.with_label_values(&["redis"]).inc();
                         tracing::debug!(error = %e, %policy, "rate-limit decision falls back");
                         match self.on_backend_error {
-                            OnBackendError::Local => self.decide_local(state, bucket, &key),
-                            OnBackendError::Allow => unlimited(&limit),
+                            OnBackendError::Local => bucket.decide(&key),
+                            OnBackendError::Allow => unlimited(&bucket.limit),
                             OnBackendError::Deny => return Err(GatewayError::RateLimitUnavailable { retry_after: 1 }),
                         }
                     }
                 }
             }
         };
-        let quota = state.quota(bucket, &decision);
+        let quota = state.quota(index, &decision);
         if decision.allowed {
             Ok(quota)
         } else {
             Err(GatewayError::RateLimited { retry_after: ceil_secs(decision.retry_after).max(1), quota })
-        }
-    }
-
-    fn decide_local(&self, state: &PolicyState<C>, bucket: usize, key: &String) -> Decision {
-        match state.local.buckets.get(bucket) {
-            Some(b) => b.decide(key),
-            None => {
-                Decision { allowed: false, remaining: 0, retry_after: Duration::from_secs(1), reset: Duration::ZERO }
-            }
         }
     }
 
@@ -438,6 +425,28 @@ mod tests {
         assert_eq!(l.tracked_keys(), 100_000);
         clock.advance(Duration::from_millis(200));
         l.sweep();
+        assert_eq!(l.tracked_keys(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn limiters_from_new_sweep_in_the_background() {
+        let cfg = config("[[policies]]\nname = \"fast\"\nrate = \"1000000/s\"\nburst = 1\n");
+        let l = Limiter::new(&cfg, Metrics::new(10), None).unwrap();
+        for i in 0..100 {
+            l.check("fast", "r", &id(&format!("d{i}"))).await.unwrap();
+        }
+        assert_eq!(l.tracked_keys(), 100);
+        // The limiter's clock is real: let the 1 µs buckets refill; tokio's (paused) clock then
+        // jumps to the sweeper's next tick.
+        std::thread::sleep(Duration::from_millis(2));
+        tokio::time::sleep(local::SWEEP_INTERVAL * 2).await;
+        for _ in 0..500 {
+            if l.tracked_keys() == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(2));
+            tokio::task::yield_now().await;
+        }
         assert_eq!(l.tracked_keys(), 0);
     }
 

@@ -14,7 +14,7 @@
 use super::Decision;
 use crate::config::ratelimit::{Limit, RedisSettings};
 use redis::{
-    Client, IntoConnectionInfo, Script,
+    Client, IntoConnectionInfo, Script, TlsCertificates,
     aio::{ConnectionManager, ConnectionManagerConfig},
 };
 use std::{
@@ -96,7 +96,15 @@ impl RedisBackend {
                 secret.expose_str().ok_or_else(|| format!("rate_limits.redis_password: {password} is not UTF-8"))?;
             info = info.clone().set_redis_settings(info.redis_settings().clone().set_password(password));
         }
-        let client = Client::open(info).map_err(|e| format!("rate_limits.redis_url: {:?}", e.kind()))?;
+        let client = match &settings.ca_file {
+            None => Client::open(info),
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("rate_limits.redis_ca_file: cannot read {}: {}", path.display(), e.kind()))?;
+                Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(pem) })
+            }
+        }
+        .map_err(|e| format!("rate_limits.redis_url: {:?}", e.kind()))?;
         Ok(Arc::new(RedisBackend {
             settings,
             client,

@@ -1,0 +1,136 @@
+//! Policy benchmarks: in-process rate-limit decisions (one key, 100 000 keys, 1 000 keys contended
+//! by several tasks), one Redis decision round trip on loopback, and RBAC matching against 1 000
+//! compiled allow rules. Setup stays outside the timed loops.
+
+use airgate::{
+    config::{
+        Problems,
+        ratelimit::{RateLimits, RawRateLimits, validate},
+        raw::RawAllow,
+    },
+    identity::Identity,
+    metrics::Metrics,
+    policy::Allow,
+    ratelimit::Limiter,
+};
+use criterion::{Criterion, criterion_group, criterion_main};
+use futures_util::FutureExt;
+use std::{
+    hint::black_box,
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+fn config(extra: &str) -> RateLimits {
+    // A rate high enough that the measured path is the common one: allowed.
+    let text = format!("{extra}\n[[policies]]\nname = \"per-dag\"\nrate = \"100000000/s\"\nburst = 1000000\n");
+    let raw: RawRateLimits = toml::from_str(&text).unwrap();
+    let mut p = Problems::default();
+    let cfg = validate(raw, "rate_limits", &mut p);
+    assert!(p.is_empty(), "{p:?}");
+    cfg
+}
+
+fn ids(n: usize) -> Vec<Identity> {
+    (0..n).map(|i| Identity { pipeline: format!("dag_{i:06}"), ..Identity::default() }).collect()
+}
+
+/// A local decision never awaits: poll it once, without a runtime in the measurement.
+fn decide(limiter: &Limiter, id: &Identity) -> bool {
+    matches!(limiter.check("per-dag", "r", id).now_or_never(), Some(Ok(_)))
+}
+
+fn local(c: &mut Criterion) {
+    let limiter = Limiter::new(&config(""), Metrics::new(10), None).unwrap();
+    let one = ids(1);
+    c.bench_function("limiter_1_key", |b| b.iter(|| decide(&limiter, black_box(&one[0]))));
+
+    let many = ids(100_000);
+    many.iter().for_each(|id| assert!(decide(&limiter, id)));
+    let mut i = 0;
+    c.bench_function("limiter_100k_keys", |b| {
+        b.iter(|| {
+            i = (i + 7919) % many.len();
+            decide(&limiter, black_box(&many[i]))
+        })
+    });
+}
+
+fn contended(c: &mut Criterion) {
+    const TASKS: usize = 4;
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let limiter = Arc::new(Limiter::new(&config(""), Metrics::new(10), None).unwrap());
+    let keys = Arc::new(ids(1000));
+    c.bench_function("limiter_1k_keys_contended", |b| {
+        b.to_async(&rt).iter_custom(|iters| {
+            let (limiter, keys) = (Arc::clone(&limiter), Arc::clone(&keys));
+            async move {
+                let start = Instant::now();
+                let tasks: Vec<_> = (0..TASKS)
+                    .map(|t| {
+                        let (limiter, keys) = (Arc::clone(&limiter), Arc::clone(&keys));
+                        tokio::spawn(async move {
+                            for n in (t as u64..iters).step_by(TASKS) {
+                                let id = &keys[(n as usize * 31) % keys.len()];
+                                black_box(limiter.check("per-dag", "r", id).await.is_ok());
+                            }
+                        })
+                    })
+                    .collect();
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                start.elapsed()
+            }
+        })
+    });
+}
+
+fn redis(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let prefix = format!("airgate-bench:{}:", std::process::id());
+    let cfg = config(&format!(
+        "backend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\nredis_key_prefix = \"{prefix}\"\non_backend_error = \"deny\"\nredis_timeout = \"1s\""
+    ));
+    let limiter = rt.block_on(async { Limiter::new(&cfg, Metrics::new(10), None).unwrap() });
+    let id = ids(1).remove(0);
+    rt.block_on(async {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while limiter.check("per-dag", "r", &id).await.is_err() {
+            assert!(Instant::now() < deadline, "redis_decision_roundtrip needs Redis at 127.0.0.1:6379");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    });
+    c.bench_function("redis_decision_roundtrip", |b| {
+        b.to_async(&rt).iter(|| async { black_box(limiter.check("per-dag", "r", &id).await.is_ok()) })
+    });
+}
+
+fn rbac(c: &mut Criterion) {
+    let mut p = Problems::default();
+    let rules: Vec<Allow> = (0..1000)
+        .map(|i| {
+            let raw = RawAllow {
+                pipelines: vec![format!("team{i}_*"), format!("shared_{i}_daily"), format!("report_{i}_v?")],
+                teams: vec![format!("team{i}")],
+                roles: vec![format!("role{i}")],
+                ..RawAllow::default()
+            };
+            Allow::compile(raw, "routes[0].allow", &["airflow"], &mut p).unwrap()
+        })
+        .collect();
+    assert!(p.is_empty());
+    let id = Identity {
+        issuer: "airflow".into(),
+        pipeline: "team999_ingest".into(),
+        team: Some("analytics".into()),
+        roles: vec!["reader".into()],
+        ..Identity::default()
+    };
+    c.bench_function("rbac_match_1000_routes", |b| {
+        b.iter(|| rules.iter().filter(|rule| rule.matches(black_box(&id))).count())
+    });
+}
+
+criterion_group!(benches, local, contended, redis, rbac);
+criterion_main!(benches);
