@@ -144,7 +144,7 @@ async fn headers_and_retry_after_from_redis() {
     let limiter = Limiter::new(&cfg, Metrics::new(10), None).unwrap();
     let p = id("slow_dag");
     let q = limiter.check("per-dag", "r", &p).await.unwrap();
-    assert_eq!(q.policy, "\"per-dag\";q=2;w=40");
+    assert_eq!(q.policy, "\"per-dag\";q=2;w=60");
     assert_eq!(q.state, "\"per-dag\";r=1;t=20");
     limiter.check("per-dag", "r", &p).await.unwrap();
     match limiter.check("per-dag", "r", &p).await {

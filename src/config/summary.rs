@@ -20,6 +20,9 @@ pub fn summary(c: &Config) -> String {
         let limit = r.rate_limit.as_deref().unwrap_or("-");
         let _ = writeln!(s, "  {} {} [{methods}] -> {upstream} (rate limit: {limit})", r.name, r.path_prefix);
     }
+    for line in c.rate_limits.summary_lines() {
+        let _ = writeln!(s, "{line}");
+    }
     for w in &c.warnings {
         let _ = writeln!(s, "warning: {w}");
     }

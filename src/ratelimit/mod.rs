@@ -6,9 +6,10 @@
 //!
 //! A policy with rate `n/period` has the emission interval `T = period / n` and a `burst` `b`.
 //!
-//! - `RateLimit-Policy: "<policy>";q=<b>;w=<⌈b·T⌉>` — the quota is the burst: `q` requests are
-//!   available at once from a rested bucket, and an empty bucket refills completely in `w`
-//!   seconds, so `q / w` is the sustained rate. (Overrides report their own `q` and `w`.)
+//! - `RateLimit-Policy: "<policy>";q=<burst>;w=<period>` — exactly the contract's form: `q` is the
+//!   burst (requests available at once from a rested bucket) and `w` the period of the configured
+//!   rate in seconds (`20/s` → `w=1`, `3000/min` → `w=60`). So `rate = "20/s", burst = 40` reads
+//!   `q=40;w=1`. (Overrides report their own `q` and `w`.)
 //! - `RateLimit: "<policy>";r=<remaining>;t=<seconds>` — `r` requests may be sent right now;
 //!   `t` is the number of seconds (rounded up) until the bucket is full again, i.e. until `r = q`.
 //! - `Retry-After` (429 only) — whole seconds, at least 1, until the next request conforms.
@@ -30,7 +31,7 @@ use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
 /// The IETF httpapi `RateLimit-Policy` and `RateLimit` header values of one decision.
 #[derive(Debug, Clone)]
 pub struct Quota {
-    /// `RateLimit-Policy: "per-dag";q=40;w=2`.
+    /// `RateLimit-Policy: "per-dag";q=40;w=1`.
     pub policy: HeaderValue,
     /// `RateLimit: "per-dag";r=0;t=2`.
     pub state: HeaderValue,
@@ -93,7 +94,7 @@ impl<C: Clock> PolicyState<C> {
         let name = sf_string(&local.policy.name);
         let policy_headers = local
             .buckets()
-            .map(|b| header(format!("{name};q={};w={}", b.limit.burst, ceil_secs(b.limit.recovery()).max(1))))
+            .map(|b| header(format!("{name};q={};w={}", b.limit.burst, ceil_secs(b.limit.rate.per).max(1))))
             .collect();
         PolicyState { local, name, policy_headers }
     }
@@ -329,14 +330,14 @@ mod tests {
         let (l, clock) = limiter();
         let sales = id("sales_daily");
         let first = l.check("per-dag", "sales", &sales).await.unwrap();
-        assert_eq!(headers(&first), ("\"per-dag\";q=40;w=2".into(), "\"per-dag\";r=39;t=1".into()));
+        assert_eq!(headers(&first), ("\"per-dag\";q=40;w=1".into(), "\"per-dag\";r=39;t=1".into()));
         for _ in 1..40 {
             l.check("per-dag", "sales", &sales).await.unwrap();
         }
         match l.check("per-dag", "sales", &sales).await {
             Err(GatewayError::RateLimited { retry_after, quota }) => {
                 assert_eq!(retry_after, 1, "50 ms rounds up to one second");
-                assert_eq!(headers(&quota), ("\"per-dag\";q=40;w=2".into(), "\"per-dag\";r=0;t=2".into()));
+                assert_eq!(headers(&quota), ("\"per-dag\";q=40;w=1".into(), "\"per-dag\";r=0;t=2".into()));
             }
             other => panic!("{other:?}"),
         }
@@ -355,7 +356,7 @@ mod tests {
         let backfill = id("sales_backfill_2024");
         for r in (0..4).rev() {
             let q = l.check("per-dag", "sales", &backfill).await.unwrap();
-            assert_eq!(headers(&q).0, "\"per-dag\";q=4;w=2");
+            assert_eq!(headers(&q).0, "\"per-dag\";q=4;w=1");
             assert_eq!(
                 headers(&q).1,
                 format!("\"per-dag\";r={r};t={}", ceil_secs(Duration::from_millis(500) * (4 - r)))
