@@ -334,3 +334,73 @@ async fn a_rate_limited_request_triggers_no_token_fetch() {
     let issued = entra.issued();
     assert_no_secret(&gw, &bodies, &[CLIENT_SECRET, &issued[0], &caller]).await;
 }
+
+/// Every request the upstream saw carried a token the fake issued, unexpired when it arrived.
+fn assert_never_expired(up: &support::Upstream, entra: &Entra) {
+    let log = &entra.fake.log;
+    for seen in up.requests() {
+        let auth = value(&seen, "authorization").expect("an Authorization header");
+        let token = auth.strip_prefix("Bearer ").expect("a bearer token");
+        let expires = log.expiry_of(token).expect("a token the fake issued");
+        assert!(
+            seen.at < expires,
+            "{token} reached the upstream {:?} after its expiry",
+            seen.at.duration_since(expires)
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_tokens_are_refreshed_ahead_and_never_reach_the_upstream_expired() {
+    let up = upstream().await;
+    let entra = entra(6).await;
+    let gw = gateway(&(entra.upstream(&up.url()) + &routes(""))).await;
+    ready(&gw).await;
+    let caller = token("sales_daily");
+    let start = std::time::Instant::now();
+    let mut unavailable = 0;
+    while start.elapsed() < Duration::from_secs(8) {
+        match call(&gw, &caller).await.status.as_u16() {
+            200 => {}
+            503 => unavailable += 1,
+            other => panic!("{other}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_never_expired(&up, &entra);
+    let issued = entra.issued();
+    assert!(issued.len() >= 2, "refreshed ahead: {} tokens in 8 s of 6 s tokens", issued.len());
+    let used: std::collections::HashSet<String> =
+        up.requests().iter().filter_map(|s| value(s, "authorization").map(str::to_owned)).collect();
+    assert!(used.len() >= 2, "requests moved on to the refreshed token");
+    // Refreshing ahead means no gap between tokens (a generous allowance for a loaded machine).
+    assert!(unavailable <= 2, "{unavailable} requests found no valid token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_later_keeps_the_valid_token_until_expiry_then_503_then_recovery() {
+    let up = upstream().await;
+    let entra = entra(6).await;
+    let gw = gateway(&(entra.upstream(&up.url()) + &routes(""))).await;
+    ready(&gw).await;
+    entra.fake.log.set_down(true);
+    let caller = token("sales_daily");
+    // The token fetched before the outage keeps serving…
+    let got = call(&gw, &caller).await;
+    assert_eq!(got.status, 200, "{}", got.text());
+    // …until it is no longer valid; then 503, never an expired token.
+    let refused = eventually(Duration::from_secs(15), "503 once the token ran out", || async {
+        let got = call(&gw, &caller).await;
+        (got.status == 503).then_some(got)
+    })
+    .await;
+    refused.problem(503);
+    assert_never_expired(&up, &entra);
+    assert_eq!(entra.issued().len(), 1, "no token was issued during the outage");
+    assert_eq!(gw.readyz().await.0, 503);
+
+    entra.fake.log.set_down(false);
+    ready(&gw).await;
+    assert_eq!(call(&gw, &caller).await.status, 200);
+    assert_never_expired(&up, &entra);
+}

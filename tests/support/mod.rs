@@ -28,6 +28,8 @@ pub struct Seen {
     pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When the upstream had read the request.
+    pub at: std::time::SystemTime,
 }
 
 /// A loopback upstream. Behaviour by path: `/slow/<ms>`, `/status/<code>`, `/close`
@@ -81,6 +83,7 @@ async fn upstream_answer(
         version: parts.version,
         headers: parts.headers.clone(),
         body: body.clone(),
+        at: std::time::SystemTime::now(),
     });
     let mut status = StatusCode::OK;
     let mut out = Bytes::from_static(b"ok");
