@@ -412,3 +412,75 @@ async fn unreachable_redis_with_allow_or_local_keeps_serving() {
     call(&gw, "/limited/x", &t).await.problem(429);
     assert_eq!(gw.readyz().await.0, 200);
 }
+
+/// A `redis-server` of this test's own on a fixed port; killed when dropped.
+struct PrivateRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl PrivateRedis {
+    fn start_on(port: u16) -> Self {
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start redis-server (is it installed?): {e}"));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(std::time::Instant::now() < deadline, "redis-server on port {port} did not come up");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        PrivateRedis { port, child: Some(child) }
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_stopped_mid_run_denies_and_recovers_when_it_returns() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut redis = tokio::task::spawn_blocking(move || PrivateRedis::start_on(port)).await.unwrap();
+    let up = upstream().await;
+    let url = format!("redis://127.0.0.1:{}", redis.port);
+    let gw = gateway(&limited_config(&up.url(), &redis_limits(&url, &unique_prefix(), "deny", "100/s", 100))).await;
+    let t = token("some_dag");
+    assert_eq!(call(&gw, "/limited/x", &t).await.status, 200);
+    ready_is(&gw, 200).await;
+
+    redis.stop();
+    let got = eventually(Duration::from_secs(15), "503 while Redis is down", || async {
+        let got = call(&gw, "/limited/x", &t).await;
+        (got.status == 503).then_some(got)
+    })
+    .await;
+    got.problem(503);
+    assert!(header(&got, "retry-after").parse::<u64>().unwrap() >= 1);
+    ready_is(&gw, 503).await;
+
+    let _redis = tokio::task::spawn_blocking(move || PrivateRedis::start_on(port)).await.unwrap();
+    eventually(Duration::from_secs(20), "200 after Redis returned", || async {
+        (call(&gw, "/limited/x", &t).await.status == 200).then_some(())
+    })
+    .await;
+    ready_is(&gw, 200).await;
+}
+
+async fn ready_is(gw: &Gateway, status: u16) {
+    eventually(Duration::from_secs(15), &format!("/readyz {status}"), || async {
+        (gw.readyz().await.0 == status).then_some(())
+    })
+    .await;
+}
