@@ -149,7 +149,7 @@ async fn subscription_key_header_renames_the_header() {
 /// An HTTPS Entra ID fake accepting [`CLIENT_SECRET`], and the upstream section using it.
 struct Entra {
     fake: Fake,
-    _pki: creds::TestPki,
+    pki: creds::TestPki,
     secrets: Secrets,
 }
 
@@ -162,7 +162,7 @@ async fn entra(lifetime: u64) -> Entra {
         assertion: None,
     };
     let fake = Fake::start(protocol, Some(pki.server.clone()), lifetime).await;
-    Entra { fake, _pki: pki, secrets: Secrets::new() }
+    Entra { fake, pki, secrets: Secrets::new() }
 }
 
 impl Entra {
@@ -183,7 +183,7 @@ authority_host = "https://localhost:{port}"
 ca_file = "{ca}"
 "#,
             port = self.fake.addr.port(),
-            ca = self._pki.ca_file.display()
+            ca = self.pki.ca_file.display()
         )
     }
 
@@ -236,10 +236,12 @@ async fn a_client_secret_token_from_entra_reaches_the_upstream_fetched_once() {
         }
     };
     let mut bodies = Vec::new();
+    let mut early = 0;
     for got in burst(100).await {
         match got.status.as_u16() {
             200 => {}
             503 => {
+                early += 1;
                 got.problem(503);
                 assert!(got.headers.contains_key("retry-after"));
             }
@@ -247,6 +249,7 @@ async fn a_client_secret_token_from_entra_reaches_the_upstream_fetched_once() {
         }
         bodies.push(got.text());
     }
+    eprintln!("{early} of the first 100 requests came before the first token");
     ready(&gw).await;
     for got in burst(100).await {
         assert_eq!(got.status, 200, "{}", got.text());
