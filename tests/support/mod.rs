@@ -28,6 +28,8 @@ pub struct Seen {
     pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// When the upstream had read the request.
+    pub at: std::time::SystemTime,
 }
 
 /// A loopback upstream. Behaviour by path: `/slow/<ms>`, `/status/<code>`, `/close`
@@ -81,6 +83,7 @@ async fn upstream_answer(
         version: parts.version,
         headers: parts.headers.clone(),
         body: body.clone(),
+        at: std::time::SystemTime::now(),
     });
     let mut status = StatusCode::OK;
     let mut out = Bytes::from_static(b"ok");
@@ -187,8 +190,7 @@ fn test_issuer() -> &'static TestIssuer {
             "[[issuers]]\nname = \"test\"\nissuer = \"https://airflow.test.invalid\"\naudiences = [\"urn:airgate\"]\nrequired_scope = \"egress\"\nsigning_key = \"file:{}\"\n",
             key.display()
         );
-        let text = format!("{section}");
-        let issuer = config::parse(&text).unwrap().issuers.remove(0);
+        let issuer = config::parse(&section).unwrap().issuers.remove(0);
         TestIssuer { _dir: dir, section, issuer }
     })
 }
@@ -236,6 +238,86 @@ pub fn token_with(dag: &str, f: impl FnOnce(&mut airgate::identity::mint::MintRe
     };
     f(&mut req);
     airgate::identity::mint::mint(&test_issuer().issuer, &req).unwrap()
+}
+
+/// The test issuer's private key, for tokens `mint` cannot make (expired, wrong scope, roles).
+pub fn test_signing_key() -> airgate::identity::mint::SigningKey {
+    let config::issuer::KeySource::SigningKey(r) = &test_issuer().issuer.keys else {
+        panic!("the test issuer has a signing key")
+    };
+    airgate::identity::mint::SigningKey::from_pem(r.load().unwrap().expose()).unwrap()
+}
+
+/// Seconds since the epoch.
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+}
+
+/// The claims a `token(dag)` carries (fresh `iat`/`exp`), for a test to alter before [`sign_test`].
+pub fn test_claims(dag: &str) -> serde_json::Map<String, serde_json::Value> {
+    let now = unix_now();
+    serde_json::json!({
+        "iss": "https://airflow.test.invalid", "aud": "urn:airgate", "sub": format!("airflow/{dag}/task_a"),
+        "scope": "egress", "dag_id": dag, "task_id": "task_a",
+        "run_id": "scheduled__2026-11-30T00:00:00+00:00", "try_number": 1,
+        "jti": format!("{:016x}", fastrand::u64(..)), "iat": now, "nbf": now, "exp": now + 300,
+    })
+    .as_object()
+    .unwrap()
+    .clone()
+}
+
+/// Signs `claims` with the test issuer's key (EdDSA, its `kid`).
+pub fn sign_test(claims: &serde_json::Map<String, serde_json::Value>) -> String {
+    let key = test_signing_key();
+    let header = serde_json::json!({"alg": "EdDSA", "typ": "JWT", "kid": key.kid()});
+    key.sign(header.as_object().unwrap(), claims).unwrap()
+}
+
+/// The value of the first sample of metric `name` whose labels include every `labels` pair.
+pub fn metric_value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (set, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        labels
+            .iter()
+            .all(|(k, v)| set.split(',').any(|p| p == format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+impl Gateway {
+    /// The admin listener's `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        let req = Request::get(self.admin("/metrics")).body(Full::default()).unwrap();
+        send(&client(), req).await.text()
+    }
+
+    /// `/readyz`: status and JSON body.
+    pub async fn readyz(&self) -> (u16, serde_json::Value) {
+        let req = Request::get(self.admin("/readyz")).body(Full::default()).unwrap();
+        let got = send(&client(), req).await;
+        (got.status.as_u16(), got.json())
+    }
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, for at most `within`; panics with `what`.
+pub async fn eventually<T, F, Fut>(within: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {within:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// A plain HTTP/1.1 client.
