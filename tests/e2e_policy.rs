@@ -190,7 +190,7 @@ async fn burst_then_429_with_retry_after_and_ratelimit_headers() {
     for expected_r in [2, 1, 0] {
         let got = call(&gw, "/limited/x", &t).await;
         assert_eq!(got.status, 200, "{}", got.text());
-        assert_eq!(header(&got, "ratelimit-policy"), "\"per-dag\";q=3;w=180");
+        assert_eq!(header(&got, "ratelimit-policy"), "\"per-dag\";q=3;w=60");
         let (r, reset) = ratelimit(header(&got, "ratelimit"));
         assert_eq!(r, expected_r);
         assert!((1..=180).contains(&reset), "t={reset}");
@@ -203,7 +203,7 @@ async fn burst_then_429_with_retry_after_and_ratelimit_headers() {
         got.problem(429);
         let retry: u64 = header(&got, "retry-after").parse().unwrap();
         assert!((1..=60).contains(&retry), "Retry-After {retry}");
-        assert_eq!(header(&got, "ratelimit-policy"), "\"per-dag\";q=3;w=180");
+        assert_eq!(header(&got, "ratelimit-policy"), "\"per-dag\";q=3;w=60");
         let (r, reset) = ratelimit(header(&got, "ratelimit"));
         assert_eq!(r, 0);
         assert!((retry..=180).contains(&reset), "t={reset} Retry-After={retry}");
