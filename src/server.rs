@@ -6,14 +6,21 @@ use crate::{
     stack::{ConnInfo, Gateway},
     tls,
 };
-use hyper::service::service_fn;
+use http::{HeaderName, header};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
+    service::TowerToHyperService,
 };
-use std::{convert::Infallible, sync::Arc, time::Duration};
+use std::{
+    convert::Infallible,
+    sync::{Arc, OnceLock},
+    time::Duration,
+};
+use tower::ServiceBuilder;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tokio::{
-    net::{TcpListener, TcpStream},
+    net::TcpListener,
     sync::{Semaphore, watch},
 };
 
@@ -113,16 +120,31 @@ async fn serve_conn<IO>(
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let service = service_fn(move |req| {
-        let gateway = gateway.clone();
-        async move { Ok::<_, Infallible>(gateway.handle(req, conn).await) }
-    });
-    let connection = builder.serve_connection(TokioIo::new(io), service);
+    let service = ServiceBuilder::new()
+        // First, before anything could log a request: credentials become `Sensitive` in every
+        // Debug print of the headers, so no trace or panic message can carry a token.
+        .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive_headers()))
+        .service_fn(move |req| {
+            let gateway = gateway.clone();
+            async move { Ok::<_, Infallible>(gateway.handle(req, conn).await) }
+        });
+    let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     if let Err(e) = watcher.watch(connection.into_owned()).await {
         tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
     }
 }
 
-/// Used by tests: a plain TCP stream type check.
-#[doc(hidden)]
-pub type PlainStream = TcpStream;
+/// Request headers that carry credentials.
+fn sensitive_headers() -> Arc<[HeaderName]> {
+    static NAMES: OnceLock<Arc<[HeaderName]>> = OnceLock::new();
+    NAMES
+        .get_or_init(|| {
+            Arc::new([
+                header::AUTHORIZATION,
+                header::PROXY_AUTHORIZATION,
+                header::COOKIE,
+                HeaderName::from_static("ocp-apim-subscription-key"),
+            ])
+        })
+        .clone()
+}
