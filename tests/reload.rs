@@ -576,6 +576,16 @@ burst = 2
     assert_eq!(keep_fetches.load(Ordering::SeqCst), keep0, "the unchanged issuer's keys were not refetched");
     assert_eq!(entra.log.fetches(), tokens0, "the unchanged upstream's token was not refetched");
     assert!(gw.running.gateway.snapshot().not_ready().is_empty());
+
+    // A second reload changes the upstream's timeout but not its credential: the token is kept,
+    // and the very next request is served with it (no 503 while a new token would be fetched).
+    let retimed = text("2h", true).replace("[[upstreams]]\n", "[[upstreams]]\ntimeout = \"29s\"\n");
+    write_atomic(&gw.path, &retimed);
+    gw.running.reload().unwrap();
+    assert_eq!(gw.counter(RELOAD_OK), 2.0);
+    assert_eq!(status(&gw.url("/extra/x"), "sales_daily").await, StatusCode::OK, "served right after the reload");
+    assert_eq!(up.last().headers["authorization"], bearer_before, "with the same upstream token");
+    assert_eq!(entra.log.fetches(), tokens0, "the unchanged credential's token was not refetched");
 }
 
 // ---------------------------------------------------------------------------------------------
