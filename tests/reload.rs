@@ -674,3 +674,42 @@ async fn a_changed_listener_address_is_reported_and_the_rest_reloads() {
     new_route_and_policy_apply(&bin.url("/new/x")).await;
     assert_eq!(bin.counter(RELOAD_ERR).await, 0.0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_issuer_refetches_its_keys_without_refusing_tokens_meanwhile() {
+    let up = support::upstream().await;
+    let (addr, fetches) = jwks_server(support::test_jwks()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let text = |refresh: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [audit]\nsink = \"file\"\npath = \"{}\"\n\
+             [[issuers]]\nname = \"airflow\"\nissuer = \"https://airflow.test.invalid\"\n\
+             audiences = [\"urn:airgate\"]\nrequired_scope = \"egress\"\n\
+             jwks_url = \"http://{addr}/jwks\"\nrefresh_interval = \"{refresh}\"\n{}",
+            audit.display(),
+            routes(&up.url())
+        )
+    };
+    let gw = FileGateway::start_raw(dir, "airgate.toml", &text("1h"), None).await;
+    eventually(Duration::from_secs(15), "keys fetched", || async {
+        gw.running.gateway.snapshot().not_ready().is_empty()
+    })
+    .await;
+    let url = gw.url("/sales/x");
+    assert_eq!(status(&url, "sales_daily").await, StatusCode::OK);
+    let before = fetches.load(Ordering::SeqCst);
+
+    // The issuer's key configuration changes: its key set is built afresh and fetched (on demand
+    // by the first token, or by its refresh task); tokens keep passing across the swap.
+    write_atomic(&gw.path, &text("2h"));
+    gw.running.reload().unwrap();
+    assert_eq!(status(&url, "sales_daily").await, StatusCode::OK, "served right after the reload");
+    assert!(gw.running.gateway.snapshot().not_ready().is_empty(), "ready after the first token");
+    eventually(Duration::from_secs(10), "the changed issuer refetches", || async {
+        fetches.load(Ordering::SeqCst) > before
+    })
+    .await;
+    assert_eq!(status(&url, "sales_daily").await, StatusCode::OK);
+}
