@@ -239,10 +239,8 @@ async fn sighup_applies_a_new_route_and_a_new_policy() {
     write_atomic(&path, &binary_config(dir.path(), &routes_with_new(&up.url())));
     bin.hup();
     let url = bin.url("/new/x");
-    eventually(Duration::from_secs(10), "the new route after SIGHUP", || async {
-        bin.counter(RELOAD_OK).await >= 2.0
-    })
-    .await;
+    eventually(Duration::from_secs(10), "the new route after SIGHUP", || async { bin.counter(RELOAD_OK).await >= 2.0 })
+        .await;
     new_route_and_policy_apply(&url).await;
     assert_eq!(bin.counter(RELOAD_ERR).await, 0.0);
     assert!(!bin.logged("configuration reloaded").is_empty(), "{:?}", bin.stderr.lock().unwrap());
@@ -278,10 +276,8 @@ async fn a_bad_file_is_refused_with_one_log_line_and_the_old_configuration_keeps
     let bad = routes(&up.url()) + "[[routes]]\nname = \"b\"\npath_prefix = \"/b/\"\nupstream = \"nowhere\"\n";
     write_atomic(&path, &binary_config(dir.path(), &bad));
     bin.hup();
-    eventually(Duration::from_secs(10), "the refusal is counted", || async {
-        bin.counter(RELOAD_ERR).await >= 1.0
-    })
-    .await;
+    eventually(Duration::from_secs(10), "the refusal is counted", || async { bin.counter(RELOAD_ERR).await >= 1.0 })
+        .await;
     eventually(Duration::from_secs(5), "the refusal is logged", || async {
         !bin.logged("configuration reload refused").is_empty()
     })
@@ -372,8 +368,12 @@ async fn reloads_under_load_lose_no_request() {
     for i in 0..CLIENTS {
         let (gw, done, sent) = (gw.clone(), reloads_done.clone(), sent.clone());
         tasks.push(tokio::spawn(async move {
-            // One client each, keep-alive: its connection lives through every reload.
-            let http = client();
+            // One client each, keep-alive: its connection lives through every reload. Half speak
+            // HTTP/1.1, half HTTP/2; none retries, so a connection closed under it shows up.
+            let http = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .retry_canceled_requests(false)
+                .http2_only(i % 2 == 1)
+                .build_http::<Full<Bytes>>();
             let bearer = format!("Bearer {}", token(&format!("sales_load_{i}")));
             let url = gw.url("/sales/load");
             let mut failures = Vec::new();
@@ -415,7 +415,12 @@ async fn reloads_under_load_lose_no_request() {
         failures.extend(t.await.unwrap());
     }
     let total = sent.load(Ordering::SeqCst);
-    assert!(failures.is_empty(), "{} of {total} requests failed: {:?}", failures.len(), &failures[..failures.len().min(10)]);
+    assert!(
+        failures.is_empty(),
+        "{} of {total} requests failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(10)]
+    );
     assert!(total >= CLIENTS * PER_CLIENT);
     assert_eq!(gw.counter(RELOAD_OK), RELOADS as f64);
     assert_eq!(up.count(), total, "every request reached the upstream once");
@@ -661,12 +666,14 @@ async fn a_changed_listener_address_is_reported_and_the_rest_reloads() {
     std::fs::write(&path, binary_config(dir.path(), &routes(&up.url()))).unwrap();
     let bin = Binary::spawn(&path);
 
-    let moved = binary_config(dir.path(), &routes_with_new(&up.url()))
-        .replacen("listen = \"127.0.0.1:0\"", "listen = \"127.0.0.1:18080\"", 1);
+    let moved = binary_config(dir.path(), &routes_with_new(&up.url())).replacen(
+        "listen = \"127.0.0.1:0\"",
+        "listen = \"127.0.0.1:18080\"",
+        1,
+    );
     write_atomic(&path, &moved);
     bin.hup();
-    eventually(Duration::from_secs(10), "the reload succeeds", || async { bin.counter(RELOAD_OK).await >= 1.0 })
-        .await;
+    eventually(Duration::from_secs(10), "the reload succeeds", || async { bin.counter(RELOAD_OK).await >= 1.0 }).await;
     let reported = bin.logged("listener addresses changed");
     assert!(!reported.is_empty(), "no report of the listener change: {:?}", bin.stderr.lock().unwrap());
     assert!(reported[0].contains("restart"), "{}", reported[0]);

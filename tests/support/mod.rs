@@ -187,7 +187,7 @@ fn test_issuer() -> &'static TestIssuer {
             "[[issuers]]\nname = \"test\"\nissuer = \"https://airflow.test.invalid\"\naudiences = [\"urn:airgate\"]\nrequired_scope = \"egress\"\nsigning_key = \"file:{}\"\n",
             key.display()
         );
-        let text = format!("{section}");
+        let text = section.clone();
         let issuer = config::parse(&text).unwrap().issuers.remove(0);
         TestIssuer { _dir: dir, section, issuer }
     })
