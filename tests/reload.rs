@@ -148,6 +148,11 @@ struct Binary {
 
 impl Binary {
     fn spawn(config: &Path) -> Binary {
+        Self::spawn_with(config, false)
+    }
+
+    /// With `hup_on_listen`, SIGHUP is sent the moment the admin listener is announced.
+    fn spawn_with(config: &Path, hup_on_listen: bool) -> Binary {
         let mut child = Command::new(env!("CARGO_BIN_EXE_airgate"))
             .args(["--log-format", "json", "run", "--config"])
             .arg(config)
@@ -158,9 +163,13 @@ impl Binary {
         let stderr = Arc::new(Mutex::new(Vec::new()));
         let lines = BufReader::new(child.stderr.take().unwrap()).lines();
         let sink = stderr.clone();
+        let pid = child.id().to_string();
         // Keep draining stderr so the child never blocks on a full pipe.
         std::thread::spawn(move || {
             for line in lines.map_while(Result::ok) {
+                if hup_on_listen && line.contains("admin listening") {
+                    let _ = Command::new("kill").args(["-HUP", &pid]).status();
+                }
                 sink.lock().unwrap().push(line);
             }
         });
@@ -720,4 +729,23 @@ async fn a_changed_issuer_refetches_its_keys_without_refusing_tokens_meanwhile()
     })
     .await;
     assert_eq!(status(&url, "sales_daily").await, StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sighup_right_after_startup_reloads_and_does_not_kill_the_process() {
+    let up = support::upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("airgate.toml");
+    std::fs::write(&path, binary_config(dir.path(), &routes(&up.url()))).unwrap();
+    // SIGHUP the moment the listeners are announced (a deploy tool reacting to the log): it must
+    // reload, not end the process with the signal's default action. A few times, as it is a race.
+    for _ in 0..5 {
+        let mut bin = Binary::spawn_with(&path, true);
+        eventually(Duration::from_secs(10), "the early SIGHUP reloads", || async {
+            bin.counter(RELOAD_OK).await >= 1.0
+        })
+        .await;
+        assert!(bin.child.try_wait().unwrap().is_none(), "SIGHUP killed airgate");
+        assert_eq!(status(&bin.url("/sales/x"), "sales_daily").await, StatusCode::OK);
+    }
 }
