@@ -40,6 +40,7 @@ pub struct Running {
     admin: JoinHandle<()>,
     audit: crate::audit::Closer,
     watcher: Option<JoinHandle<()>>,
+    loaded: Arc<reload::LastLoaded>,
 }
 
 /// Builds everything and starts serving.
@@ -47,6 +48,7 @@ pub async fn start(config: Config, options: Options) -> Result<Running, String> 
     let metrics = Metrics::new(config.metrics.max_pipelines);
     let (auditor, audit) = Auditor::start(&config.audit, metrics.clone()).await?;
     let source = config.source.clone();
+    let loaded = source.as_deref().map(reload::LastLoaded::of).unwrap_or_default();
     let server_settings = config.server.clone();
     let proxy_listener = server::bind(config.server.listen, "proxy").await?;
     let admin_listener = server::bind(config.admin.listen, "admin").await?;
@@ -66,12 +68,12 @@ pub async fn start(config: Config, options: Options) -> Result<Running, String> 
     let proxy = tokio::spawn(server::serve(proxy_listener, gateway.clone(), server_settings, rx.clone()));
     let admin = tokio::spawn(admin::serve(admin_listener, gateway.clone(), rx));
     let watcher = match (source, options.watch_config) {
-        (Some(path), Some(every)) => Some(reload::spawn_watcher(gateway.clone(), path, every)),
+        (Some(path), Some(every)) => Some(reload::spawn_watcher(gateway.clone(), path, every, loaded.clone())),
         _ => None,
     };
     tracing::info!(listen = %proxy_addr, "proxy listening");
     tracing::info!(listen = %admin_addr, "admin listening (/metrics, /healthz, /readyz)");
-    Ok(Running { proxy_addr, admin_addr, gateway, shutdown, proxy, admin, audit, watcher })
+    Ok(Running { proxy_addr, admin_addr, gateway, shutdown, proxy, admin, audit, watcher, loaded })
 }
 
 impl Running {
@@ -79,7 +81,7 @@ impl Running {
     pub fn reload(&self) -> Result<(), reload::ReloadError> {
         let snap = self.gateway.snapshot();
         match &snap.config.source {
-            Some(path) => reload::reload(&self.gateway, path),
+            Some(path) => reload::reload_now(&self.gateway, path, &self.loaded),
             None => Ok(()),
         }
     }

@@ -76,6 +76,15 @@ fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
 }
 
 async fn serve(config: config::Config) -> ExitCode {
+    // Before the listeners are announced: a SIGHUP that arrives while (or right after) they start
+    // must reload, not kill the process with the signal's default action.
+    let mut signals = match Signals::install() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("airgate: cannot install signal handlers: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     let running = match app::start(config, app::Options::default()).await {
         Ok(r) => r,
         Err(e) => {
@@ -83,10 +92,7 @@ async fn serve(config: config::Config) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if let Err(e) = wait_for_shutdown(&running).await {
-        eprintln!("airgate: {e}");
-        return ExitCode::FAILURE;
-    }
+    signals.wait_for_shutdown(&running).await;
     tracing::info!("shutting down: draining in-flight requests");
     if running.shutdown().await {
         tracing::info!("drained; bye");
@@ -96,17 +102,31 @@ async fn serve(config: config::Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// Waits for SIGTERM or SIGINT; reloads on SIGHUP meanwhile.
-async fn wait_for_shutdown(running: &app::Running) -> Result<(), String> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
-    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
-    let mut hup = signal(SignalKind::hangup()).map_err(|e| e.to_string())?;
-    loop {
-        tokio::select! {
-            _ = term.recv() => return Ok(()),
-            _ = int.recv() => return Ok(()),
-            _ = hup.recv() => { let _ = running.reload(); }
+/// SIGTERM, SIGINT and SIGHUP, caught from startup on.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> Result<Self, String> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate()).map_err(|e| e.to_string())?,
+            int: signal(SignalKind::interrupt()).map_err(|e| e.to_string())?,
+            hup: signal(SignalKind::hangup()).map_err(|e| e.to_string())?,
+        })
+    }
+
+    /// Waits for SIGTERM or SIGINT; reloads on SIGHUP meanwhile.
+    async fn wait_for_shutdown(&mut self, running: &app::Running) {
+        loop {
+            tokio::select! {
+                _ = self.term.recv() => return,
+                _ = self.int.recv() => return,
+                _ = self.hup.recv() => { let _ = running.reload(); }
+            }
         }
     }
 }

@@ -10,7 +10,7 @@ use crate::{
 use std::{
     hash::{DefaultHasher, Hash, Hasher},
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -73,19 +73,49 @@ fn fingerprint(path: &Path) -> Option<u64> {
     Some(h.finish())
 }
 
-/// Polls the file's content every `every` and reloads when it changed. Polling (rather than
-/// inotify) follows ConfigMap symlink swaps and works on every filesystem a container mounts.
-pub fn spawn_watcher(gateway: Arc<Gateway>, path: PathBuf, every: Duration) -> tokio::task::JoinHandle<()> {
+/// The content of the configuration file last loaded, shared by SIGHUP and the watcher so that
+/// one edit is loaded once — and, when it is bad, refused and logged once.
+#[derive(Debug, Default)]
+pub struct LastLoaded(Mutex<Option<u64>>);
+
+impl LastLoaded {
+    /// Remembers the file's current content as loaded.
+    pub fn of(path: &Path) -> Arc<Self> {
+        Arc::new(LastLoaded(Mutex::new(fingerprint(path))))
+    }
+
+    /// Records `now`; true when it differs from what was loaded last.
+    fn update(&self, now: Option<u64>) -> bool {
+        let Ok(mut last) = self.0.lock() else { return false };
+        let changed = now.is_some() && now != *last;
+        *last = now.or(*last);
+        changed
+    }
+}
+
+/// [`reload`] on request (SIGHUP): always loads, and records the content so the watcher does not
+/// load the same edit again.
+pub fn reload_now(gateway: &Gateway, path: &Path, last: &LastLoaded) -> Result<(), ReloadError> {
+    last.update(fingerprint(path));
+    reload(gateway, path)
+}
+
+/// Polls the file's content every `every` and reloads when it differs from what was loaded last.
+/// Polling (rather than inotify) follows ConfigMap symlink swaps and works on every filesystem a
+/// container mounts.
+pub fn spawn_watcher(
+    gateway: Arc<Gateway>,
+    path: PathBuf,
+    every: Duration,
+    last: Arc<LastLoaded>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut last = fingerprint(&path);
         let mut tick = tokio::time::interval(every);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;
-            let now = fingerprint(&path);
-            if now.is_some() && now != last {
-                last = now;
+            if last.update(fingerprint(&path)) {
                 let _ = reload(&gateway, &path);
             }
         }

@@ -55,7 +55,8 @@ pub struct Forwarding<'a> {
 }
 
 impl Upstream {
-    /// Builds the upstream; reuses `previous` (pool, token, key) when its configuration is unchanged.
+    /// Builds the upstream; reuses `previous` whole (pool, token, key) when its configuration is
+    /// unchanged, and its credential and subscription key when only those are unchanged.
     pub fn new(cfg: &config::Upstream, metrics: &Arc<Metrics>, previous: Option<&Upstream>) -> Result<Self, String> {
         if let Some(prev) = previous.filter(|p| *p.config == *cfg) {
             return Ok(prev.clone());
@@ -75,11 +76,21 @@ impl Upstream {
             // Prior-knowledge HTTP/2 only for plain http; for https ALPN decides.
             .http2_only(cfg.http2 && !https)
             .build(connector);
-        let credential = CredentialSource::start(cfg.name.clone(), &cfg.credential, metrics.clone())
-            .map_err(|e| format!("upstream {}: credential: {e}", cfg.name))?;
-        let subscription = match &cfg.subscription_key {
-            None => None,
-            Some(secret) => Some(
+        // Another setting changed (timeout, pool, …): the client is rebuilt, but an unchanged
+        // credential keeps its token — a fresh one would answer 503 until its first fetch.
+        let credential = match previous.filter(|p| p.config.credential == cfg.credential) {
+            Some(prev) => Arc::clone(&prev.credential),
+            None => CredentialSource::start(cfg.name.clone(), &cfg.credential, metrics.clone())
+                .map_err(|e| format!("upstream {}: credential: {e}", cfg.name))?,
+        };
+        let kept_key = previous.filter(|p| {
+            p.config.subscription_key == cfg.subscription_key
+                && p.config.subscription_key_header == cfg.subscription_key_header
+        });
+        let subscription = match (&cfg.subscription_key, kept_key) {
+            (None, _) => None,
+            (Some(_), Some(prev)) => prev.subscription.clone(),
+            (Some(secret), None) => Some(
                 SubscriptionKey::start(cfg.name.clone(), cfg.subscription_key_header.clone(), secret, metrics.clone())
                     .map_err(|e| format!("upstream {}: subscription_key: {e}", cfg.name))?,
             ),

@@ -205,6 +205,11 @@ pub fn base_config(dir: &std::path::Path) -> String {
     )
 }
 
+/// The public JWKS of the test issuer (what a JWKS endpoint of the token minter serves).
+pub fn test_jwks() -> String {
+    airgate::identity::mint::public_jwks(&test_issuer().issuer).unwrap()
+}
+
 /// Starts a gateway with `body` appended to the base configuration. `{dir}` in `body` is the
 /// test's temporary directory.
 pub async fn gateway(body: &str) -> Gateway {
