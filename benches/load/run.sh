@@ -191,6 +191,12 @@ cpu_ticks() {
     echo "$total"
 }
 CLK_TCK=$(getconf CLK_TCK)
+
+# Busy ticks (everything but idle and iowait) of one CPU, from /proc/stat: lets the report show how
+# much of the proxy's core other processes took during a run (this machine is shared).
+core_busy() {
+    awk -v c="cpu$1" '$1 == c { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat
+}
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true   # wrk and the proxies need an fd per connection
 
 http_code() { curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" || true; }
@@ -527,7 +533,19 @@ declare -A AG_ALG_OF_KEY=([es256]=ES256 [rs256]=RS256 [eddsa]=EdDSA)
 
 # ---------------------------------------------------------------- measurement
 RAW=$TMP/raw.tsv
-printf 'target\tconns\tround\trps\tp50_us\tp99_us\tcpu_us_per_req\trequests\tnon2xx\tsocket_errors\ttokens_wrapped\n' >"$RAW"
+printf 'target\tconns\tround\trps\tp50_us\tp99_us\tcpu_us_per_req\trequests\tnon2xx\tsocket_errors\ttokens_wrapped\tproxy_core_pct\tothers_core_pct\taudit_lines\n' >"$RAW"
+
+# Lines the target's audit file got during the visit (airgate only; "-" otherwise), then empty it so
+# the benchmark does not fill the disk. The gateway writes audit records after the response, so wait
+# a moment for the tail.
+audit_lines() {
+    local f=$TMP/$1/audit.jsonl n
+    [[ $1 == airgate_* ]] || { echo -; return 0; }
+    sleep 0.5
+    n=$(wc -l <"$f" 2>/dev/null || echo 0)
+    : >"$f" 2>/dev/null || true
+    echo "$n"
+}
 
 proc_of() { case $1 in direct) echo "${PID[upstream]}" ;; *) echo "${PID[$1]}" ;; esac; }
 url_of() { echo "http://127.0.0.1:${PORT[$1]}$BENCH_PATH"; }
@@ -540,22 +558,23 @@ wrk_args() { # target -> extra args for wrk
 }
 warm_token() { case $1 in airgate_rs256) echo "$TOK_rs256" ;; airgate_eddsa) echo "$TOK_eddsa" ;; *) echo "$TOK_es256" ;; esac; }
 
-run_wrk() { # target conns duration outfile -> wrk output in outfile, cpu ticks delta on stdout
-    local t=$1 c=$2 dur=$3 out=$4 pid before after
+run_wrk() { # target conns duration outfile -> wrk output in outfile; "proxy_ticks core_ticks" on stdout
+    local t=$1 c=$2 dur=$3 out=$4 pid before after core0 core1
     local -a extra; mapfile -t extra < <(wrk_args "$t")
     local -a tail_args=(); [[ $t == haproxy_jwt || $t == airgate_new ]] && tail_args=(-- "$TMP/tokens-es256.txt")
     pid=$(proc_of "$t")
-    before=$(cpu_ticks "$pid")
+    local cpu=$PROXY_CPU; [[ $t == direct ]] && cpu=$LOAD_CPU  # direct: the "proxy" is the upstream
+    before=$(cpu_ticks "$pid"); core0=$(core_busy "$cpu")
     taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$c" -d"$dur" --timeout 5s --latency "${extra[@]}" "$(url_of "$t")" "${tail_args[@]}" >"$out" 2>&1 \
         || { cat "$out" >&2; die "wrk failed against $t"; }
-    after=$(cpu_ticks "$pid")
-    echo $((after - before))
+    after=$(cpu_ticks "$pid"); core1=$(core_busy "$cpu")
+    echo "$((after - before)) $((core1 - core0))"
 }
 
-parse_wrk() { # outfile ticks target conns round -> appends a raw row
+parse_wrk() { # outfile proxy_ticks core_ticks target conns round audit_lines -> appends a raw row
     $PY - "$@" "$CLK_TCK" >>"$RAW" <<'EOF'
 import re, sys
-path, ticks, target, conns, rnd, clk = sys.argv[1:7]
+path, ticks, core_ticks, target, conns, rnd, audit, clk = sys.argv[1:9]
 text = open(path).read()
 def us(v, unit):
     return float(v) * {"us": 1, "ms": 1e3, "s": 1e6, "m": 6e7}[unit]
@@ -568,9 +587,13 @@ non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
 sock = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text)
 wrapped = re.search(r"TOKENS_WRAPPED (\d+)", text)
 cpu = int(ticks) * 1e6 / int(clk) / reqs if reqs else float("nan")
+secs = reqs / rps if rps else float("nan")
+proxy_busy = 100.0 * int(ticks) / int(clk) / secs          # % of the proxy core used by the proxy
+others = min(100.0, max(0.0, 100.0 * (int(core_ticks) - int(ticks)) / int(clk) / secs))  # % used by anything else
 print("\t".join(str(x) for x in (target, conns, rnd, "%.1f" % rps, "%.1f" % pct(50), "%.1f" % pct(99),
       "%.2f" % cpu, reqs, int(non2xx.group(1)) if non2xx else 0,
-      sum(int(g) for g in sock.groups()) if sock else 0, int(wrapped.group(1)) if wrapped else 0)))
+      sum(int(g) for g in sock.groups()) if sock else 0, int(wrapped.group(1)) if wrapped else 0,
+      "%.0f" % proxy_busy, "%.0f" % others, audit)))
 EOF
 }
 
@@ -614,9 +637,17 @@ for t in airgate_warm airgate_new airgate_rs256 airgate_eddsa; do
     want "$t" || continue
     preflight_jwt "$t" "$(url_of "$t")" "${AG_KEY[$t]}"
     # `airgate token` must mint a token the gateway accepts (same key, the contract's CLI)
-    cli_tok=$("$AIRGATE" token --config "$TMP/$t/airgate.toml" --issuer "bench-${AG_KEY[$t]}" --dag "$DAG" --task load --ttl 15m 2>"$TMP/$t/token-cli.err") \
-        || die "airgate token failed for $t: $(cat "$TMP/$t/token-cli.err")"
-    expect_code "$t token from 'airgate token'" 200 "$(url_of "$t")" -H "Authorization: Bearer $cli_tok"
+    # (a warning, not fatal: the measurement itself uses the tokens minted above)
+    if cli_tok=$("$AIRGATE" token --config "$TMP/$t/airgate.toml" --issuer "bench-${AG_KEY[$t]}" --dag "$DAG" --task load --ttl 15m 2>"$TMP/$t/token-cli.err"); then
+        code=$(http_code -H "Authorization: Bearer $cli_tok" "$(url_of "$t")")
+        if [[ $code == 200 ]]; then log "preflight ok: $t token from 'airgate token' -> 200"
+        else log "WARNING: $t: a token from 'airgate token' got $code, expected 200"; fi
+    else
+        log "WARNING: 'airgate token' failed for $t: $(head -c 300 "$TMP/$t/token-cli.err")"
+    fi
+    expect_code "$t admin /metrics" 200 "http://127.0.0.1:${ADMIN_PORT[$t]}/metrics"
+    for _ in $(seq 20); do grep -q . "$TMP/$t/audit.jsonl" 2>/dev/null && break; sleep 0.1; done
+    grep -q . "$TMP/$t/audit.jsonl" 2>/dev/null || log "WARNING: $t: audit file $TMP/$t/audit.jsonl is still empty 2 s after the preflight"
 done
 # the preflight's own tokens must not warm airgate_new's cache before its first visit
 want airgate_new && { stop_role airgate_new; start_airgate airgate_new; }
@@ -636,8 +667,10 @@ for ((r = 1; r <= ROUNDS; r++)); do
             t=${TLIST[$(((i + r - 1) % n))]}   # rotate the order every round
             if [[ $t == airgate_new ]]; then stop_role airgate_new; start_airgate airgate_new; fi
             out=$TMP/wrk-$t-c$c-r$r.txt
-            ticks=$(run_wrk "$t" "$c" "$DURATION" "$out")
-            parse_wrk "$out" "$ticks" "$t" "$c" "$r"
+            [[ $t == airgate_* ]] && : >"$TMP/$t/audit.jsonl"   # count only this visit's records
+            read -r ticks core_ticks < <(run_wrk "$t" "$c" "$DURATION" "$out")
+            [[ -n ${core_ticks:-} ]] || die "measurement against $t failed"
+            parse_wrk "$out" "$ticks" "$core_ticks" "$t" "$c" "$r" "$(audit_lines "$t")"
             log "round $r c=$c $(tail -n 1 "$RAW" | cut -f1,4-7 | tr '\t' ' ')"
         done
     done
@@ -676,12 +709,13 @@ print("Token minting: $MINT_NOTE (outside the timed part).\n")
 for c in conns:
     base_cpu, base_p99 = med("nginx", c, "cpu_us_per_req"), med("nginx", c, "p99_us")
     print("## %d connections — medians of %d rounds\n" % (c, $ROUNDS))
-    print("| target | req/s | p50 µs | p99 µs | CPU µs/req | CPU/req vs nginx | p99 vs nginx | non-2xx | errors |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("| target | req/s | p50 µs | p99 µs | CPU µs/req | CPU/req vs nginx | p99 vs nginx | proxy core: proxy % / others % | non-2xx | errors |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for t in targets:
-        print("| %s | %.0f | %.0f | %.0f | %.1f | %s | %s | %d | %d |" % (label[t], med(t, c, "rps"), med(t, c, "p50_us"),
+        print("| %s | %.0f | %.0f | %.0f | %.1f | %s | %s | %.0f / %.0f | %d | %d |" % (label[t], med(t, c, "rps"), med(t, c, "p50_us"),
               med(t, c, "p99_us"), med(t, c, "cpu_us_per_req"), ratio(med(t, c, "cpu_us_per_req"), base_cpu),
-              ratio(med(t, c, "p99_us"), base_p99), tot(t, c, "non2xx"), tot(t, c, "socket_errors")))
+              ratio(med(t, c, "p99_us"), base_p99), med(t, c, "proxy_core_pct"), med(t, c, "others_core_pct"),
+              tot(t, c, "non2xx"), tot(t, c, "socket_errors")))
     print()
     w = tot("haproxy_jwt", c, "tokens_wrapped") + tot("airgate_new", c, "tokens_wrapped")
     if w:
@@ -695,11 +729,18 @@ print("| throughput, airgate new token/request vs HAProxy + jwt_verify ES256 (%d
 print("| p99 at %d connections, airgate warm vs nginx plain | ≤ 1.0× | ≤ 1.3× | %s |" % (c64, ratio(med("airgate_warm", c64, "p99_us"), med("nginx", c64, "p99_us"))))
 print()
 print("## Raw rounds\n")
-print("| target | conns | round | req/s | p50 µs | p99 µs | CPU µs/req | requests | non-2xx | errors |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+print("| target | conns | round | req/s | p50 µs | p99 µs | CPU µs/req | requests | non-2xx | errors | proxy core % | others % | audit lines |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for r in rows:
-    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (r["target"], r["conns"], r["round"], r["rps"], r["p50_us"],
-          r["p99_us"], r["cpu_us_per_req"], r["requests"], r["non2xx"], r["socket_errors"]))
+    print("| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (r["target"], r["conns"], r["round"], r["rps"], r["p50_us"],
+          r["p99_us"], r["cpu_us_per_req"], r["requests"], r["non2xx"], r["socket_errors"], r["proxy_core_pct"],
+          r["others_core_pct"], r["audit_lines"]))
+print()
+print("*proxy core %*: share of the proxy's core (for *direct*: the upstream on the load core) that the proxy used during the run (from its own CPU accounting); "
+      "*others %*: share that other processes on this shared machine took from that core at the same time. "
+      "A proxy near 100 % is the bottleneck; a large *others* share means the run was disturbed. "
+      "*audit lines*: records the gateway wrote to its audit file during the run (should equal *requests*, "
+      "give or take the records still in flight when the run ended).")
 EOF
 cp "$TMP/report.md" "$RESULTS"
 cat "$TMP/report.md"
