@@ -29,6 +29,7 @@
 #
 # Usage:   benches/load/run.sh                       (from anywhere inside the repository)
 # Env:     DURATION=10s ROUNDS=3 CONNS="16 64" THREADS=1 WARMUP=2s NTOKENS=200000
+#          RSS_CONNS=1000 (memory with that many client connections; 0 skips it)
 #          TARGETS="direct nginx haproxy haproxy_jwt airgate_warm airgate_new airgate_rs256 airgate_eddsa"
 #          PROXY_CPU=1 LOAD_CPU=0 AIRGATE_BIN=/path/to/airgate (skips the cargo build)
 #          SKIP_INSTALL=1 (never call apt-get) KEEP_TMP=1 (keep configs, logs, tokens)
@@ -45,6 +46,7 @@ CONNS=${CONNS:-"16 64"}
 THREADS=${THREADS:-1}
 WARMUP=${WARMUP:-2s}
 NTOKENS=${NTOKENS:-200000}
+RSS_CONNS=${RSS_CONNS:-1000}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
 ALL_TARGETS="direct nginx haproxy haproxy_jwt airgate_warm airgate_new airgate_rs256 airgate_eddsa"
@@ -128,8 +130,8 @@ ensure_tools() {
         else apt_install python3-cryptography; PY=/usr/bin/python3; fi
     fi
     if want haproxy || want haproxy_jwt; then
-        local v; v=$(haproxy -v | sed -n 's/^HAProxy version \([0-9]*\.[0-9]*\).*/\1/p' | head -1)
-        HAPROXY_VERSION=$(haproxy -v | head -1)
+        # (sed, not head: head would close the pipe early and pipefail would end the script)
+        local v; v=$(haproxy -v 2>/dev/null | sed -n '1s/^HAProxy version \([0-9]*\.[0-9]*\).*/\1/p')
         if want haproxy_jwt; then
             awk -v v="$v" 'BEGIN { split(v, a, "."); exit !(a[1] > 2 || (a[1] == 2 && a[2] >= 5)) }' \
                 || die "haproxy $v has no jwt_verify (needs >= 2.5); drop haproxy_jwt from TARGETS"
@@ -177,6 +179,16 @@ wait_http() {
         sleep 0.1
     done
     return 1
+}
+
+# Resident set (KiB) of a process and its direct children.
+rss_kib() {
+    local root=$1 total=0 p v
+    for p in $root $(ps -o pid= --ppid "$root" 2>/dev/null); do
+        v=$(awk '/^VmRSS:/ { print $2 }' "/proc/$p/status" 2>/dev/null) || continue
+        total=$((total + ${v:-0}))
+    done
+    echo "$total"
 }
 
 # CPU ticks (utime+stime) of a process and its direct children (nginx master + worker).
@@ -568,6 +580,7 @@ run_wrk() { # target conns duration outfile -> wrk output in outfile; "proxy_tic
     taskset -c "$LOAD_CPU" wrk -t"$THREADS" -c"$c" -d"$dur" --timeout 5s --latency "${extra[@]}" "$(url_of "$t")" "${tail_args[@]}" >"$out" 2>&1 \
         || { cat "$out" >&2; die "wrk failed against $t"; }
     after=$(cpu_ticks "$pid"); core1=$(core_busy "$cpu")
+    kill -0 "$pid" 2>/dev/null || die "$t (pid $pid) exited during the run; its log and config are in $TMP/$t/ (set KEEP_TMP=1 to keep them)"
     echo "$((after - before)) $((core1 - core0))"
 }
 
@@ -628,6 +641,8 @@ want nginx && start_nginx_proxy
 want haproxy && start_haproxy haproxy "$HAPROXY_PORT" 0
 want haproxy_jwt && start_haproxy haproxy_jwt "$HAPROXY_JWT_PORT" 1
 for t in airgate_warm airgate_new airgate_rs256 airgate_eddsa; do want "$t" && start_airgate "$t"; done
+declare -A RSS_IDLE=()
+for t in $TARGETS; do RSS_IDLE[$t]=$(rss_kib "$(proc_of "$t")"); done
 
 # Preflight: every target answers 200 to the request wrk sends; the policy-enforcing ones reject bad tokens.
 for t in $TARGETS; do expect_code "$t" 200 "$(url_of "$t")" -H "Authorization: Bearer $(warm_token "$t")"; done
@@ -676,12 +691,34 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
+# Memory: resident set of each proxy idle (just after start) and while RSS_CONNS keep-alive client
+# connections are busy (sampled in the middle of a short run); not timed, not part of the medians.
+RSS=$TMP/rss.tsv
+printf 'target\tidle_kib\tloaded_kib\n' >"$RSS"
+if [[ $RSS_CONNS -gt 0 ]]; then
+    log "memory: RSS idle and with $RSS_CONNS connections"
+    for t in $TARGETS; do
+        [[ $t == airgate_new ]] && { stop_role airgate_new; start_airgate airgate_new; }
+        run_wrk "$t" "$RSS_CONNS" 4s "$TMP/rss-$t.txt" >/dev/null &
+        wp=$!
+        sleep 3
+        loaded=$(rss_kib "$(proc_of "$t")")
+        wait "$wp" || die "memory run against $t failed"
+        printf '%s\t%s\t%s\n' "$t" "${RSS_IDLE[$t]}" "$loaded" >>"$RSS"
+    done
+fi
+
 # ---------------------------------------------------------------- report
 AIRGATE_VERSION=none
-[[ -n $AIRGATE ]] && AIRGATE_VERSION=$("$AIRGATE" --version 2>/dev/null | head -1 || echo unknown)
-$PY - "$RAW" "$TARGETS" "$CONNS" >"$TMP/report.md" <<EOF
+[[ -n $AIRGATE ]] && { AIRGATE_VERSION=$("$AIRGATE" --version 2>/dev/null | sed -n 1p || true); : "${AIRGATE_VERSION:=unknown}"; }
+NGINX_V=$(nginx -v 2>&1 | sed -n '1s/.*: //p' || true)
+HAPROXY_V=$(haproxy -v 2>/dev/null | sed -n '1s/^HAProxy version \([^ ]*\).*/haproxy \1/p' || true)
+WRK_V=$(wrk -v 2>&1 | sed -n '1s/^\(wrk [^ ]*\).*/\1/p' || true)
+CPU_MODEL=$(sed -n '/^model name/{s/^[^:]*: //p;q}' /proc/cpuinfo)
+$PY - "$RAW" "$TARGETS" "$CONNS" "$RSS" >"$TMP/report.md" <<EOF
 import csv, statistics, sys
 raw, targets, conns = sys.argv[1], sys.argv[2].split(), [int(c) for c in sys.argv[3].split()]
+rss = list(csv.DictReader(open(sys.argv[4]), delimiter="\t"))
 rows = list(csv.DictReader(open(raw), delimiter="\t"))
 def med(t, c, k):
     v = [float(r[k]) for r in rows if r["target"] == t and int(r["conns"]) == c]
@@ -702,9 +739,9 @@ label = {
 }
 print("# airgate load benchmark — $STAMP UTC\n")
 print("Command: \`DURATION=$DURATION ROUNDS=$ROUNDS CONNS=\"$CONNS\" THREADS=$THREADS TARGETS=\"$TARGETS\" benches/load/run.sh\`\n")
-print("Machine: $(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')), kernel $(uname -r), shared with other work: "
+print("Machine: $(nproc) cores ($CPU_MODEL), kernel $(uname -r), shared with other work: "
       "read medians and ratios, not absolute numbers. Proxy pinned to cpu $PROXY_CPU, wrk ($THREADS thread) + upstream to cpu $LOAD_CPU.\n")
-print("Versions: $(nginx -v 2>&1 | sed 's/.*: //'); $(haproxy -v 2>/dev/null | head -1 | cut -d' ' -f1-3 || echo 'haproxy n/a'); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); airgate: $AIRGATE_VERSION\n")
+print("Versions: ${NGINX_V:-nginx n/a}; ${HAPROXY_V:-haproxy n/a}; ${WRK_V:-wrk n/a}; airgate: $AIRGATE_VERSION\n")
 print("Token minting: $MINT_NOTE (outside the timed part).\n")
 for c in conns:
     base_cpu, base_p99 = med("nginx", c, "cpu_us_per_req"), med("nginx", c, "p99_us")
@@ -729,6 +766,15 @@ print("| throughput, airgate new token/request vs HAProxy + jwt_verify ES256 (%d
 print("| the same from CPU/request (one core's capacity; robust when the machine is shared) | ≥ 2× | ≥ 1.5× | %s |" % ratio(med("haproxy_jwt", c0, "cpu_us_per_req"), med("airgate_new", c0, "cpu_us_per_req")))
 print("| p99 at %d connections, airgate warm vs nginx plain | ≤ 1.0× | ≤ 1.3× | %s |" % (c64, ratio(med("airgate_warm", c64, "p99_us"), med("nginx", c64, "p99_us"))))
 print()
+if rss:
+    print("## Memory (resident set, whole proxy: nginx master + worker)\n")
+    print("| target | idle MiB | with $RSS_CONNS connections MiB |")
+    print("|---|---:|---:|")
+    for r in rss:
+        print("| %s | %.1f | %.1f |" % (label[r["target"]], int(r["idle_kib"]) / 1024, int(r["loaded_kib"]) / 1024))
+    print()
+    print("issue 6: airgate ≤ 20 MiB idle, ≤ 64 MiB with 1 000 keep-alive client connections. "
+          "*direct* is the upstream nginx itself.\n")
 print("## Raw rounds\n")
 print("| target | conns | round | req/s | p50 µs | p99 µs | CPU µs/req | requests | non-2xx | errors | proxy core % | others % | audit lines |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
