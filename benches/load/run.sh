@@ -39,6 +39,10 @@
 #          on free ports, and are all stopped on exit. Every wrk run is bounded by DURATION.
 # Output:  a Markdown report on stdout, also written to RESULTS; raw per-round numbers included.
 set -euo pipefail
+# The whole script is one { ... } block: bash parses it completely before running it, so editing
+# this file while a run is in progress cannot change what that run executes.
+{
+PATH=$PATH:/usr/sbin:/sbin   # nginx and haproxy live in /usr/sbin
 
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
@@ -104,16 +108,15 @@ apt_install() {
     log "apt-get install -y $*"
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >&2
 }
-pkg_exists() { apt-cache policy "$1" 2>/dev/null | grep -q 'Candidate: [0-9]'; }
+# (grep without -q: -q stops reading early, and under pipefail the writer's SIGPIPE would count as failure)
+pkg_exists() { apt-cache policy "$1" 2>/dev/null | grep 'Candidate: [0-9]' >/dev/null; }
 ensure_tools() {
     local missing=()
     command -v openssl >/dev/null || missing+=(openssl)
     command -v curl >/dev/null || missing+=(curl)
     command -v taskset >/dev/null || missing+=(util-linux)
     command -v wrk >/dev/null || missing+=(wrk)
-    if want direct || want nginx || want haproxy || want haproxy_jwt || want_airgate; then
-        command -v nginx >/dev/null || missing+=(NGINX)
-    fi
+    command -v nginx >/dev/null || missing+=(NGINX)   # always: the upstream is an nginx
     if want haproxy || want haproxy_jwt; then command -v haproxy >/dev/null || missing+=(haproxy); fi
     if [[ ${#missing[@]} -gt 0 ]]; then
         if [[ " ${missing[*]} " == *" NGINX "* ]]; then
@@ -123,6 +126,14 @@ ensure_tools() {
             missing=("${missing[@]/NGINX/$ng}")
         fi
         apt_install "${missing[@]}"
+        # Debian starts the packaged services on install (nginx on port 80); this benchmark runs
+        # its own instances, so stop the ones it just installed where systemd runs them.
+        if [[ -d /run/systemd/system ]]; then
+            local svc
+            for svc in nginx haproxy; do
+                [[ " ${missing[*]} " == *" $svc"* ]] && $SUDO systemctl disable --now "$svc" >/dev/null 2>&1 || true
+            done
+        fi
     fi
     PY=python3
     if ! $PY -c 'import cryptography' 2>/dev/null; then
@@ -149,6 +160,7 @@ build_airgate() {
     fi
     command -v cargo >/dev/null || die "cargo not found: cannot build target/release/airgate (set AIRGATE_BIN, or drop the airgate_* TARGETS)"
     local tdir=${CARGO_TARGET_DIR:-$REPO/target}
+    [[ $tdir == /* ]] || tdir=$REPO/$tdir
     log "cargo build --release (log: $TMP/cargo-build.log)"
     if ! (cd "$REPO" && cargo build --release --bin airgate) >"$TMP/cargo-build.log" 2>&1; then
         tail -n 30 "$TMP/cargo-build.log" >&2
@@ -794,3 +806,5 @@ cat "$TMP/report.md"
 log "report written to $RESULTS"
 bad=$(awk -F'\t' 'NR > 1 && ($9 > 0 || $10 > 0) { n++ } END { print n + 0 }' "$RAW")
 [[ $bad -eq 0 ]] || log "WARNING: $bad runs had non-2xx responses or socket errors (see the table)"
+exit 0
+}
