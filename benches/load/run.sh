@@ -7,7 +7,7 @@
 #   direct         wrk -> a fast loopback upstream (a separate nginx, `return 200 "ok"`)
 #   nginx          nginx plain proxy_pass, keep-alive upstream pool, worker_processes 1
 #   haproxy        HAProxy plain, nbthread 1
-#   haproxy_jwt    HAProxy + jwt_verify ES256 + iss/aud/exp/scope/dag_id checks + stick-table rate
+#   haproxy_jwt    HAProxy + jwt_verify ES256 + iss/aud/scope/exp/iat/nbf/lifetime/dag_id checks + stick-table rate
 #                  limit keyed on dag_id (never triggers) + static upstream Authorization header;
 #                  driven with a new token on every request (HAProxy has no verification cache)
 #   airgate_warm   airgate full policy (ES256 issuer, allow on `bench_*`, local rate limit that never
@@ -247,7 +247,8 @@ make_keys() {
 cat >"$TMP/mint.py" <<'EOF'
 # Mints airgate pipeline identity tokens (JWS compact) with a PKCS#8 PEM key.
 # usage: mint.py KEY ALG ISS AUD TTL KIND [COUNT OUT]
-#   KIND: valid | bad_sig | forged_claims | wrong_aud | expired | wrong_dag | many (COUNT lines to OUT)
+#   KIND: valid | bad_sig | forged_claims | wrong_aud | expired | not_yet_valid | too_long | wrong_dag
+#         | many (COUNT lines to OUT)
 import base64, json, sys, time
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
@@ -301,6 +302,11 @@ elif kind == "wrong_aud":
     print(token(claims(3, now, a="urn:someone-else")))
 elif kind == "expired":
     print(token(claims(4, now - 3600, exp=now - 1800)))
+elif kind == "not_yet_valid":
+    c = claims(6, now); c["nbf"] = now + 600; c["exp"] = now + 1200
+    print(token(c))
+elif kind == "too_long":
+    print(token(claims(7, now, exp=now + 4 * 3600)))
 elif kind == "wrong_dag":
     print(token(claims(5, now, dag="finance_daily")))
 else:
@@ -441,11 +447,17 @@ EOF
     http-request set-var(txn.scope) var(txn.bearer),jwt_payload_query('\$.scope')
     http-request set-var(txn.exp) var(txn.bearer),jwt_payload_query('\$.exp','int')
     http-request set-var(txn.dag) var(txn.bearer),jwt_payload_query('\$.dag_id')
+    http-request set-var(txn.iat) var(txn.bearer),jwt_payload_query('\$.iat','int')
+    http-request set-var(txn.nbf) var(txn.bearer),jwt_payload_query('\$.nbf','int')
     http-request set-var(txn.now) date()
     http-request deny deny_status 401 unless { var(txn.iss) -m str "$ISS_BASE/es256" }
     http-request deny deny_status 401 unless { var(txn.aud) -m str "$AUD" }
     http-request deny deny_status 401 unless { var(txn.scope) -m str egress }
     http-request deny deny_status 401 unless { var(txn.exp),sub(txn.now) -m int gt 0 }
+    http-request deny deny_status 401 unless { var(txn.iat) -m found }
+    # nbf honoured with airgate's default leeway (10 s); lifetime at most max_lifetime (3 h here)
+    http-request deny deny_status 401 if { var(txn.nbf),sub(txn.now) -m int gt 10 }
+    http-request deny deny_status 401 unless { var(txn.exp),sub(txn.iat) -m int le 10800 }
     http-request deny deny_status 401 unless { var(txn.dag) -m found }
     http-request deny deny_status 403 unless { var(txn.dag) -m beg bench_ }
     http-request track-sc0 var(txn.dag) table rl_per_dag
@@ -551,6 +563,8 @@ preflight_jwt() { # label url key
     expect_code "$label forged claims" "401" "$url" -H "Authorization: Bearer $(mint "$TMP/$k.key.pem" "$alg" "$iss" "$AUD" 600 forged_claims)"
     expect_code "$label wrong audience" "401" "$url" -H "Authorization: Bearer $(mint "$TMP/$k.key.pem" "$alg" "$iss" "$AUD" 600 wrong_aud)"
     expect_code "$label expired" "401" "$url" -H "Authorization: Bearer $(mint "$TMP/$k.key.pem" "$alg" "$iss" "$AUD" 600 expired)"
+    expect_code "$label not yet valid (nbf)" "401" "$url" -H "Authorization: Bearer $(mint "$TMP/$k.key.pem" "$alg" "$iss" "$AUD" 600 not_yet_valid)"
+    expect_code "$label lifetime over max_lifetime" "401" "$url" -H "Authorization: Bearer $(mint "$TMP/$k.key.pem" "$alg" "$iss" "$AUD" 600 too_long)"
     expect_code "$label pipeline not allowed" "403" "$url" -H "Authorization: Bearer $(mint "$TMP/$k.key.pem" "$alg" "$iss" "$AUD" 600 wrong_dag)"
 }
 declare -A AG_ALG_OF_KEY=([es256]=ES256 [rs256]=RS256 [eddsa]=EdDSA)
@@ -623,6 +637,7 @@ EOF
 }
 
 # ---------------------------------------------------------------- main
+LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 ensure_tools
 build_airgate
 
@@ -638,7 +653,7 @@ if want haproxy_jwt || want airgate_new; then
     m0=$(date +%s.%N)
     mint "$TMP/es256.key.pem" ES256 "$ISS_BASE/es256" "$AUD" "$TOKEN_TTL" many "$NTOKENS" "$TMP/tokens-es256.txt"
     m1=$(date +%s.%N)
-    MINT_NOTE=$(awk -v a="$m0" -v b="$m1" -v n="$NTOKENS" 'BEGIN { printf "%d ES256 tokens in %.1f s (%.0f us/token, python cryptography)", n, b - a, (b - a) * 1e6 / n }')
+    MINT_NOTE=$(awk -v a="$m0" -v b="$m1" -v n="$NTOKENS" 'BEGIN { printf "%d ES256 tokens in %.1f s (%.0f us/token, python cryptography), before and outside the timed part", n, b - a, (b - a) * 1e6 / n }')
     log "$MINT_NOTE"
 fi
 
@@ -752,9 +767,10 @@ label = {
 print("# airgate load benchmark — $STAMP UTC\n")
 print("Command: \`DURATION=$DURATION ROUNDS=$ROUNDS CONNS=\"$CONNS\" THREADS=$THREADS TARGETS=\"$TARGETS\" benches/load/run.sh\`\n")
 print("Machine: $(nproc) cores ($CPU_MODEL), kernel $(uname -r), shared with other work: "
-      "read medians and ratios, not absolute numbers. Proxy pinned to cpu $PROXY_CPU, wrk ($THREADS thread) + upstream to cpu $LOAD_CPU.\n")
+      "read medians and ratios, not absolute numbers. Proxy pinned to cpu $PROXY_CPU, wrk ($THREADS thread) + upstream to cpu $LOAD_CPU. "
+      "Load average at the start: $LOAD_START; at the end: $(cut -d' ' -f1-3 /proc/loadavg).\n")
 print("Versions: ${NGINX_V:-nginx n/a}; ${HAPROXY_V:-haproxy n/a}; ${WRK_V:-wrk n/a}; airgate: $AIRGATE_VERSION\n")
-print("Token minting: $MINT_NOTE (outside the timed part).\n")
+print("Token minting: $MINT_NOTE.\n")
 for c in conns:
     base_cpu, base_p99 = med("nginx", c, "cpu_us_per_req"), med("nginx", c, "p99_us")
     print("## %d connections — medians of %d rounds\n" % (c, $ROUNDS))
@@ -796,7 +812,8 @@ for r in rows:
           r["others_core_pct"], r["audit_lines"]))
 print()
 print("*proxy core %*: share of the proxy's core (for *direct*: the upstream on the load core) that the proxy used during the run (from its own CPU accounting); "
-      "*others %*: share that other processes on this shared machine took from that core at the same time. "
+      "*others %*: the rest of that core's busy time (/proc/stat), i.e. other processes on this shared machine "
+      "plus a little kernel network work not charged to the proxy. "
       "A proxy near 100 % is the bottleneck; a large *others* share means the run was disturbed. "
       "*audit lines*: records the gateway wrote to its audit file during the run (should equal *requests*, "
       "give or take the records still in flight when the run ended).")
