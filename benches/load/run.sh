@@ -378,6 +378,8 @@ start_upstream() {
     server {
         listen 127.0.0.1:$UP_PORT;
         location / { return 200 "ok"; }
+        # preflight only: shows the Authorization header the proxy sent upstream
+        location = /bench/_upstream_auth { return 200 "\$http_authorization"; }
     }
 }
 EOF
@@ -674,10 +676,20 @@ for t in $TARGETS; do RSS_IDLE[$t]=$(rss_kib "$(proc_of "$t")"); done
 # Preflight: every target answers 200 to the request wrk sends; the policy-enforcing ones reject bad tokens.
 for t in $TARGETS; do expect_code "$t" 200 "$(url_of "$t")" -H "Authorization: Bearer $(warm_token "$t")"; done
 want haproxy_jwt && preflight_jwt "haproxy_jwt" "$(url_of haproxy_jwt)" es256
+# The policy-enforcing proxies must swap the caller's token for the static upstream credential.
+expect_upstream_auth() { # target
+    local got
+    got=$(curl -s --max-time 5 -H "Authorization: Bearer $(warm_token "$1")" "http://127.0.0.1:${PORT[$1]}/bench/_upstream_auth" || true)
+    [[ $got == "Bearer $BENCH_UPSTREAM_TOKEN" ]] \
+        || die "preflight failed: $1 did not send the static upstream credential upstream (upstream saw Authorization: '${got:0:24}...')"
+    log "preflight ok: $1 sends the static upstream credential, not the caller's token"
+}
+want haproxy_jwt && expect_upstream_auth haproxy_jwt
 want haproxy_jwt && expect_code "haproxy_jwt first pre-minted token" 200 "$(url_of haproxy_jwt)" -H "Authorization: Bearer $(head -1 "$TMP/tokens-es256.txt")"
 for t in airgate_warm airgate_new airgate_rs256 airgate_eddsa; do
     want "$t" || continue
     preflight_jwt "$t" "$(url_of "$t")" "${AG_KEY[$t]}"
+    expect_upstream_auth "$t"
     # `airgate token` must mint a token the gateway accepts (same key, the contract's CLI)
     # (a warning, not fatal: the measurement itself uses the tokens minted above)
     if cli_tok=$("$AIRGATE" token --config "$TMP/$t/airgate.toml" --issuer "bench-${AG_KEY[$t]}" --dag "$DAG" --task load --ttl 15m 2>"$TMP/$t/token-cli.err"); then
