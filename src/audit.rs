@@ -1,7 +1,8 @@
 //! Audit: one JSON object per line per request (contract §7), written when the response has been
 //! sent or the client went away. Records leave the request path through a bounded queue; a
-//! writer task serialises and writes them in batches. A full queue drops the record and counts
-//! `airgate_audit_dropped_total` rather than slowing requests. Never a token, secret, key or body.
+//! writer thread of its own drains it every few milliseconds, serialises and writes in batches.
+//! A full queue drops the record and counts `airgate_audit_dropped_total` rather than slowing
+//! requests. Never a token, secret, key or body.
 
 use crate::{
     body::{Body, BoxError, Counters},
@@ -16,13 +17,16 @@ use http_body::{Frame, SizeHint};
 use serde::Serialize;
 use std::{
     borrow::Cow,
+    io::Write,
     net::IpAddr,
     pin::Pin,
-    sync::{Arc, atomic::Ordering},
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll},
-    time::{Instant, SystemTime},
+    time::{Duration, Instant, SystemTime},
 };
-use tokio::{io::AsyncWriteExt, sync::mpsc, task::JoinHandle};
 
 /// Everything known about one request, filled in as it passes the phases.
 #[derive(Debug)]
@@ -153,33 +157,42 @@ fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
 }
 
+/// How often the writer thread drains the queue. Requests never wake the writer: they only
+/// push into a bounded queue, so an audit record costs no context switch on the request path.
+const DRAIN_EVERY: Duration = Duration::from_millis(20);
+
 /// The request path's handle on the audit stream.
 #[derive(Debug, Clone)]
 pub struct Auditor {
-    tx: Option<mpsc::Sender<Done>>,
+    tx: Option<std::sync::mpsc::SyncSender<Done>>,
     metrics: Arc<Metrics>,
 }
 
 impl Auditor {
-    /// Opens the sink and starts the writer task. The task ends, after writing everything queued,
-    /// when the returned [`Closer`] is closed or the last `Auditor` clone is dropped.
+    /// Opens the sink and starts the writer thread. The thread ends, after writing everything
+    /// queued, when the returned [`Closer`] is closed.
     pub async fn start(cfg: &config::Audit, metrics: Arc<Metrics>) -> Result<(Self, Closer), String> {
-        let sink: Box<dyn tokio::io::AsyncWrite + Send + Unpin> = match &cfg.sink {
-            AuditSink::Stdout => Box::new(tokio::io::stdout()),
+        let sink: Box<dyn Write + Send> = match &cfg.sink {
+            AuditSink::Stdout => Box::new(std::io::stdout()),
             AuditSink::File(path) => Box::new(
-                tokio::fs::OpenOptions::new()
+                std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)
-                    .await
                     .map_err(|e| format!("audit file {}: {e}", path.display()))?,
             ),
-            AuditSink::Discard => Box::new(tokio::io::sink()),
+            AuditSink::Discard => Box::new(std::io::sink()),
         };
-        let (tx, rx) = mpsc::channel(cfg.queue);
-        let (stop, stopped) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(write_loop(rx, sink, stopped));
-        Ok((Auditor { tx: Some(tx), metrics }, Closer { stop, task }))
+        let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue);
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("airgate-audit".into())
+            .spawn({
+                let stop = stop.clone();
+                move || write_loop(&rx, sink, &stop)
+            })
+            .map_err(|e| format!("audit writer thread: {e}"))?;
+        Ok((Auditor { tx: Some(tx), metrics }, Closer { stop, thread }))
     }
 
     /// An auditor that writes nothing (tests and benches of other layers).
@@ -199,54 +212,46 @@ impl Auditor {
 /// Ends the audit writer after it has written everything already queued.
 #[derive(Debug)]
 pub struct Closer {
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
 }
 
 impl Closer {
-    /// Stops taking records, writes the queued ones, flushes; waits at most `deadline`.
-    pub async fn close(self, deadline: std::time::Duration) {
-        let _ = self.stop.send(());
-        let _ = tokio::time::timeout(deadline, self.task).await;
+    /// Writes the queued records, flushes and stops the writer; waits at most `deadline`.
+    pub async fn close(self, deadline: Duration) {
+        self.stop.store(true, Ordering::SeqCst);
+        let thread = self.thread;
+        let _ = tokio::time::timeout(deadline, tokio::task::spawn_blocking(move || thread.join())).await;
     }
 }
 
-async fn write_loop(
-    mut rx: mpsc::Receiver<Done>,
-    mut sink: Box<dyn tokio::io::AsyncWrite + Send + Unpin>,
-    mut stopped: tokio::sync::oneshot::Receiver<()>,
-) {
-    let mut batch = Vec::with_capacity(256);
+fn write_loop(rx: &std::sync::mpsc::Receiver<Done>, mut sink: Box<dyn Write + Send>, stop: &AtomicBool) {
     let mut out = Vec::with_capacity(64 * 1024);
-    let mut closing = false;
     loop {
-        let received = if closing {
-            rx.recv_many(&mut batch, 256).await
-        } else {
-            tokio::select! {
-                n = rx.recv_many(&mut batch, 256) => n,
-                _ = &mut stopped => {
-                    // Take no new records; what is queued is still written below.
-                    closing = true;
-                    rx.close();
-                    continue;
-                }
-            }
-        };
-        if received == 0 {
-            break;
-        }
-        for done in batch.drain(..) {
+        // Read the flag before draining: a record queued before `close` is always written.
+        let stopping = stop.load(Ordering::SeqCst);
+        for done in rx.try_iter() {
             done.write_json(&mut out);
+            if out.len() >= 256 * 1024 {
+                flush(&mut sink, &mut out);
+            }
         }
-        if let Err(e) = sink.write_all(&out).await {
-            tracing::error!(error = %e, "audit write failed");
+        flush(&mut sink, &mut out);
+        if stopping {
+            return;
         }
-        out.clear();
-        if let Err(e) = sink.flush().await {
-            tracing::error!(error = %e, "audit flush failed");
-        }
+        std::thread::sleep(DRAIN_EVERY);
     }
+}
+
+fn flush(sink: &mut Box<dyn Write + Send>, out: &mut Vec<u8>) {
+    if out.is_empty() {
+        return;
+    }
+    if let Err(e) = sink.write_all(out).and_then(|()| sink.flush()) {
+        tracing::error!(error = %e, "audit write failed");
+    }
+    out.clear();
 }
 
 /// A response body that writes the request's audit record when it ends or is dropped (the

@@ -17,12 +17,12 @@ use std::{
     sync::{Arc, OnceLock},
     time::Duration,
 };
-use tower::ServiceBuilder;
-use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 use tokio::{
     net::TcpListener,
     sync::{Semaphore, watch},
 };
+use tower::ServiceBuilder;
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
 
 /// Binds a listener, naming the address in the error.
 pub async fn bind(addr: std::net::SocketAddr, what: &str) -> Result<TcpListener, String> {

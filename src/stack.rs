@@ -34,7 +34,6 @@ use http::{HeaderValue, Request, Response};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use std::{
-    borrow::Cow,
     net::SocketAddr,
     sync::{
         Arc,
@@ -260,9 +259,8 @@ impl Gateway {
         let route = record.route.as_deref().unwrap_or(NONE);
         let pipeline = record.identity.as_ref().map_or(NONE, |i| self.metrics.pipeline_label(&i.pipeline));
         let outcome = record.outcome.as_str();
-        let code =
-            http::StatusCode::from_u16(record.status).map_or(Cow::Borrowed("0"), |s| Cow::Owned(s.as_str().to_owned()));
-        self.metrics.requests.with_label_values(&[pipeline, route, &code, outcome]).inc();
+        let status = http::StatusCode::from_u16(record.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+        self.metrics.requests.with_label_values(&[pipeline, route, status.as_str(), outcome]).inc();
         self.metrics.request_duration.with_label_values(&[route, outcome]).observe(start.elapsed().as_secs_f64());
         if record.outcome == Outcome::RateLimited {
             self.metrics.rate_limited.with_label_values(&[pipeline, route]).inc();
