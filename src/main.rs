@@ -9,6 +9,11 @@ use airgate::{
 use clap::Parser;
 use std::{io::IsTerminal, process::ExitCode};
 
+// glibc malloc showed up as 8 % of the proxy's CPU per request; mimalloc's thread-local free
+// lists make the many small per-request allocations of hyper and http much cheaper.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
@@ -68,8 +73,19 @@ fn main() -> ExitCode {
     }
 }
 
+/// The runtime sized to the cores this process may use (its CPU affinity, e.g. a container's
+/// cpuset or `taskset`): with one core a single-threaded scheduler, which skips work-stealing
+/// and cross-thread wake-ups entirely; otherwise one worker per core.
 fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(|e| {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cores);
+        b
+    };
+    builder.enable_all().build().map_err(|e| {
         eprintln!("airgate: cannot start the runtime: {e}");
         ExitCode::FAILURE
     })
