@@ -164,7 +164,7 @@ const DRAIN_EVERY: Duration = Duration::from_millis(20);
 /// The request path's handle on the audit stream.
 #[derive(Debug, Clone)]
 pub struct Auditor {
-    tx: Option<std::sync::mpsc::SyncSender<Done>>,
+    tx: Option<std::sync::mpsc::SyncSender<Box<Done>>>,
     metrics: Arc<Metrics>,
 }
 
@@ -183,6 +183,8 @@ impl Auditor {
             ),
             AuditSink::Discard => Box::new(std::io::sink()),
         };
+        // The queue holds boxes: std's bounded channel allocates all its slots up front, and a
+        // whole record per slot would cost tens of MiB of idle memory.
         let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue);
         let stop = Arc::new(AtomicBool::new(false));
         let thread = std::thread::Builder::new()
@@ -202,7 +204,7 @@ impl Auditor {
 
     fn submit(&self, done: Done) {
         if let Some(tx) = &self.tx
-            && tx.try_send(done).is_err()
+            && tx.try_send(Box::new(done)).is_err()
         {
             self.metrics.audit_dropped.inc();
         }
@@ -225,7 +227,7 @@ impl Closer {
     }
 }
 
-fn write_loop(rx: &std::sync::mpsc::Receiver<Done>, mut sink: Box<dyn Write + Send>, stop: &AtomicBool) {
+fn write_loop(rx: &std::sync::mpsc::Receiver<Box<Done>>, mut sink: Box<dyn Write + Send>, stop: &AtomicBool) {
     let mut out = Vec::with_capacity(64 * 1024);
     loop {
         // Read the flag before draining: a record queued before `close` is always written.

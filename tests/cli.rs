@@ -1,11 +1,13 @@
 //! The binary as a user runs it: `check` on good and bad files, `run` refusing a bad file with
 //! exit 2, SIGHUP and file-change reloads, and SIGTERM draining to exit 0.
 
+mod support;
+
 use std::{
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
+use support::Binary;
 
 fn airgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_airgate"))
@@ -120,45 +122,7 @@ fn example_configs_pass_check() {
     assert!(checked >= 1, "no example configuration found in config/");
 }
 
-/// A child `airgate run` whose stderr is scanned for the listen addresses.
-struct Child {
-    child: std::process::Child,
-    proxy: String,
-    admin: String,
-}
-
-fn spawn_run(config: &std::path::Path) -> Child {
-    let mut child = airgate()
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let mut lines = BufReader::new(stderr).lines();
-    let (mut proxy, mut admin) = (String::new(), String::new());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while proxy.is_empty() || admin.is_empty() {
-        assert!(Instant::now() < deadline, "airgate did not report its listeners");
-        let Some(Ok(line)) = lines.next() else { panic!("airgate exited early") };
-        let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
-        match v["message"].as_str() {
-            Some("proxy listening") => proxy = v["listen"].as_str().unwrap().to_owned(),
-            Some(m) if m.starts_with("admin listening") => admin = v["listen"].as_str().unwrap().to_owned(),
-            _ => {}
-        }
-    }
-    // Keep draining stderr so the child never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    Child { child, proxy, admin }
-}
-
-fn signal(child: &std::process::Child, sig: &str) {
-    assert!(Command::new("kill").args([sig, &child.id().to_string()]).status().unwrap().success());
-}
-
-fn http_get(addr: &str, path: &str) -> (u16, String) {
+fn http_get(addr: impl std::net::ToSocketAddrs, path: &str) -> (u16, String) {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
@@ -169,7 +133,7 @@ fn http_get(addr: &str, path: &str) -> (u16, String) {
     (code, out)
 }
 
-fn metric(admin: &str, needle: &str) -> bool {
+fn metric(admin: std::net::SocketAddr, needle: &str) -> bool {
     http_get(admin, "/metrics").1.lines().any(|l| l.starts_with(needle))
 }
 
@@ -177,32 +141,32 @@ fn metric(admin: &str, needle: &str) -> bool {
 fn sighup_and_file_change_reload_and_sigterm_exits_0() {
     let dir = tempfile::tempdir().unwrap();
     let path = write(dir.path(), "a.toml", GOOD);
-    let mut run = spawn_run(&path);
-    assert_eq!(http_get(&run.proxy, "/new/x").0, 404);
+    let mut run = Binary::spawn(&path);
+    assert_eq!(http_get(run.proxy, "/new/x").0, 404);
 
     // A bad file is refused; the old configuration keeps serving.
     std::fs::write(&path, "[broken\n").unwrap();
-    signal(&run.child, "-HUP");
+    run.hup();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !metric(&run.admin, "airgate_config_reloads_total{result=\"error\"}") {
+    while !metric(run.admin, "airgate_config_reloads_total{result=\"error\"}") {
         assert!(Instant::now() < deadline, "no reload error counted");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert_eq!(http_get(&run.proxy, "/sales/x").0, 401, "the old routes still answer");
+    assert_eq!(http_get(run.proxy, "/sales/x").0, 401, "the old routes still answer");
 
     // A good file with a new route applies (file change is noticed; SIGHUP also reloads).
     let next = GOOD.to_owned()
         + "[[routes]]\nname = \"new\"\npath_prefix = \"/new/\"\nupstream = \"apim\"\nallow = { pipelines = [\"*\"] }\n";
     std::fs::write(&path, next).unwrap();
-    signal(&run.child, "-HUP");
+    run.hup();
     let deadline = Instant::now() + Duration::from_secs(10);
-    while http_get(&run.proxy, "/new/x").0 != 401 {
+    while http_get(run.proxy, "/new/x").0 != 401 {
         assert!(Instant::now() < deadline, "the new route never appeared");
         std::thread::sleep(Duration::from_millis(100));
     }
-    assert!(metric(&run.admin, "airgate_config_reloads_total{result=\"success\"}"));
+    assert!(metric(run.admin, "airgate_config_reloads_total{result=\"success\"}"));
 
-    signal(&run.child, "-TERM");
+    run.signal("-TERM");
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         if let Some(status) = run.child.try_wait().unwrap() {

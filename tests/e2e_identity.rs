@@ -365,42 +365,6 @@ fn airgate() -> Command {
     Command::new(env!("CARGO_BIN_EXE_airgate"))
 }
 
-/// A child `airgate run`; killed when dropped.
-struct Run {
-    child: std::process::Child,
-    proxy: String,
-}
-
-impl Drop for Run {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn spawn_run(config: &std::path::Path) -> Run {
-    let mut child = airgate()
-        .args(["--log-format", "json", "run", "--config"])
-        .arg(config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut run = Run { child, proxy: String::new() };
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while run.proxy.is_empty() {
-        assert!(Instant::now() < deadline, "airgate run did not report its proxy listener");
-        let Some(Ok(line)) = lines.next() else { panic!("airgate run exited early") };
-        let v: Value = serde_json::from_str(&line).unwrap_or_default();
-        if v["message"] == "proxy listening" {
-            run.proxy = v["listen"].as_str().unwrap().to_owned();
-        }
-    }
-    std::thread::spawn(move || for _ in lines {});
-    run
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn airgate_token_output_is_accepted_by_airgate_run() {
     let up = upstream().await;
@@ -488,7 +452,7 @@ allow = {{ pipelines = ["sales_*"] }}
     assert!(err.contains("published") && err.contains("only public keys"), "{err}");
 
     let p = path.clone();
-    let run = tokio::task::spawn_blocking(move || spawn_run(&p)).await.unwrap();
+    let run = tokio::task::spawn_blocking(move || Binary::spawn(&p)).await.unwrap();
     let got = send(&client(), get_with(&format!("http://{}/sales/orders", run.proxy), &[&bearer(&minted)], &[])).await;
     assert_eq!(got.status, 200, "{}", got.text());
     let h = up.last().headers;

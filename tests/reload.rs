@@ -14,17 +14,15 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode};
 use http_body_util::Full;
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     sync::{
-        Arc, Mutex,
+        Arc,
         atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
-use support::{authed, client, send, token};
+use support::{Binary, authed, client, counter_in, send, token};
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -79,15 +77,6 @@ impl FileGateway {
     }
 }
 
-/// The value of the first sample line starting with `line_start` (0 when absent).
-fn counter_in(text: &str, line_start: &str) -> f64 {
-    text.lines()
-        .find(|l| l.starts_with(line_start))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0.0)
-}
-
 const RELOAD_OK: &str = "airgate_config_reloads_total{result=\"success\"}";
 const RELOAD_ERR: &str = "airgate_config_reloads_total{result=\"error\"}";
 
@@ -137,89 +126,6 @@ async fn new_route_and_policy_apply(url: &str) {
 // ---------------------------------------------------------------------------------------------
 // The binary, for real signals and its stderr
 // ---------------------------------------------------------------------------------------------
-
-/// A child `airgate run` with its stderr collected line by line. Killed when dropped.
-struct Binary {
-    child: std::process::Child,
-    proxy: SocketAddr,
-    admin: SocketAddr,
-    stderr: Arc<Mutex<Vec<String>>>,
-}
-
-impl Binary {
-    fn spawn(config: &Path) -> Binary {
-        Self::spawn_with(config, false)
-    }
-
-    /// With `hup_on_listen`, SIGHUP is sent the moment the admin listener is announced.
-    fn spawn_with(config: &Path, hup_on_listen: bool) -> Binary {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_airgate"))
-            .args(["--log-format", "json", "run", "--config"])
-            .arg(config)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
-        let sink = stderr.clone();
-        let pid = child.id().to_string();
-        // Keep draining stderr so the child never blocks on a full pipe.
-        std::thread::spawn(move || {
-            for line in lines.map_while(Result::ok) {
-                if hup_on_listen && line.contains("admin listening") {
-                    let _ = Command::new("kill").args(["-HUP", &pid]).status();
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let (mut proxy, mut admin) = (None, None);
-        while proxy.is_none() || admin.is_none() {
-            assert!(Instant::now() < deadline, "airgate did not report its listeners: {:?}", stderr.lock().unwrap());
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("airgate exited early ({status}): {:?}", stderr.lock().unwrap());
-            }
-            for line in stderr.lock().unwrap().iter() {
-                let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
-                let addr = || v["listen"].as_str().and_then(|a| a.parse().ok());
-                match v["message"].as_str() {
-                    Some("proxy listening") => proxy = addr(),
-                    Some(m) if m.starts_with("admin listening") => admin = addr(),
-                    _ => {}
-                }
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Binary { child, proxy: proxy.unwrap(), admin: admin.unwrap(), stderr }
-    }
-
-    fn hup(&self) {
-        let ok = Command::new("kill").args(["-HUP", &self.child.id().to_string()]).status().unwrap().success();
-        assert!(ok, "kill -HUP failed");
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.proxy)
-    }
-
-    /// Lines of stderr containing `needle`.
-    fn logged(&self, needle: &str) -> Vec<String> {
-        self.stderr.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
-    }
-
-    async fn counter(&self, line_start: &str) -> f64 {
-        let req = Request::get(format!("http://{}/metrics", self.admin)).body(Full::<Bytes>::default()).unwrap();
-        counter_in(&send(&client(), req).await.text(), line_start)
-    }
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn binary_config(dir: &Path, body: &str) -> String {
     format!("{}{body}", support::base_config(dir))

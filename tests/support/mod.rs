@@ -13,10 +13,12 @@ use hyper_util::{
     server::conn::auto,
 };
 use std::{
+    io::{BufRead, BufReader},
     net::SocketAddr,
     path::PathBuf,
+    process::{Command, Stdio},
     sync::{Arc, Mutex},
-    time::Duration,
+    time::{Duration, Instant},
 };
 use tokio::net::TcpListener;
 
@@ -452,4 +454,101 @@ pub fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap()
+}
+
+/// A child `airgate run` with its stderr collected line by line. Killed when dropped.
+pub struct Binary {
+    pub child: std::process::Child,
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Binary {
+    pub fn spawn(config: &std::path::Path) -> Binary {
+        Self::spawn_with(config, false)
+    }
+
+    /// With `hup_on_listen`, SIGHUP is sent the moment the admin listener is announced.
+    pub fn spawn_with(config: &std::path::Path, hup_on_listen: bool) -> Binary {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_airgate"))
+            .args(["--log-format", "json", "run", "--config"])
+            .arg(config)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let sink = stderr.clone();
+        let pid = child.id().to_string();
+        // Keep draining stderr so the child never blocks on a full pipe.
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if hup_on_listen && line.contains("admin listening") {
+                    let _ = Command::new("kill").args(["-HUP", &pid]).status();
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut proxy, mut admin) = (None, None);
+        while proxy.is_none() || admin.is_none() {
+            assert!(Instant::now() < deadline, "airgate did not report its listeners: {:?}", stderr.lock().unwrap());
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("airgate exited early ({status}): {:?}", stderr.lock().unwrap());
+            }
+            for line in stderr.lock().unwrap().iter() {
+                let v: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                let addr = || v["listen"].as_str().and_then(|a| a.parse().ok());
+                match v["message"].as_str() {
+                    Some("proxy listening") => proxy = addr(),
+                    Some(m) if m.starts_with("admin listening") => admin = addr(),
+                    _ => {}
+                }
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Binary { child, proxy: proxy.unwrap(), admin: admin.unwrap(), stderr }
+    }
+
+    pub fn hup(&self) {
+        self.signal("-HUP");
+    }
+
+    /// Sends a signal (`-TERM`, `-HUP`, …) with kill(1).
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().unwrap().success();
+        assert!(ok, "kill {sig} failed");
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.proxy)
+    }
+
+    /// Lines of stderr containing `needle`.
+    pub fn logged(&self, needle: &str) -> Vec<String> {
+        self.stderr.lock().unwrap().iter().filter(|l| l.contains(needle)).cloned().collect()
+    }
+
+    pub async fn counter(&self, line_start: &str) -> f64 {
+        let req = Request::get(format!("http://{}/metrics", self.admin)).body(Full::<Bytes>::default()).unwrap();
+        counter_in(&send(&client(), req).await.text(), line_start)
+    }
+}
+
+impl Drop for Binary {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The value of the first sample line starting with `line_start` (0 when absent).
+pub fn counter_in(text: &str, line_start: &str) -> f64 {
+    text.lines()
+        .find(|l| l.starts_with(line_start))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
 }
