@@ -127,8 +127,7 @@ pub async fn run(port: u16, admin_port: u16) -> Result<(), String> {
     println!(
         "curl -sS -o /dev/null -w '%{{http_code}}\\n' -H 'Authorization: Bearer {limited}' '{base}/demo/limited/[1-12]'"
     );
-    println!("# metrics and readiness");
-    println!("curl -sS http://{}/metrics", running.admin_addr);
+    println!("# metrics and readiness: http://{0}/metrics and http://{0}/readyz", running.admin_addr);
     println!("# audit records follow, one JSON object per request:");
 
     tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;

@@ -177,3 +177,14 @@ fn sighup_and_file_change_reload_and_sigterm_exits_0() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn the_container_config_is_found_through_airgate_config() {
+    // The image sets AIRGATE_CONFIG and runs `airgate run` without --config.
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dockerfile = std::fs::read_to_string(root.join("docker/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("AIRGATE_CONFIG=/etc/airgate/airgate.toml"), "the image must set AIRGATE_CONFIG");
+    let out = airgate().arg("check").env("AIRGATE_CONFIG", root.join("docker/airgate.compose.toml")).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("admin 0.0.0.0:9090"));
+}
