@@ -655,3 +655,59 @@ async fn a_sighup_right_after_startup_reloads_and_does_not_kill_the_process() {
         assert_eq!(status(&bin.url("/sales/x"), "sales_daily").await, StatusCode::OK);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_issuer_keeps_its_keys_when_the_jwks_endpoint_is_down_at_reload() {
+    let up = support::upstream().await;
+    // A JWKS endpoint that can be switched to 503.
+    let down = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let body = support::test_jwks();
+    let flag = down.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((tcp, _)) = listener.accept().await else { return };
+            let (body, flag) = (body.clone(), flag.clone());
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(move |_req| {
+                    let status = if flag.load(Ordering::SeqCst) { 503 } else { 200 };
+                    let resp =
+                        http::Response::builder().status(status).body(Full::new(Bytes::from(body.clone()))).unwrap();
+                    async move { Ok::<_, std::convert::Infallible>(resp) }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
+                    .await;
+            });
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let audit = dir.path().join("audit.jsonl");
+    let text = |refresh: &str| {
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+             [audit]\nsink = \"file\"\npath = \"{}\"\n\
+             [[issuers]]\nname = \"airflow\"\nissuer = \"https://airflow.test.invalid\"\n\
+             audiences = [\"urn:airgate\"]\nrequired_scope = \"egress\"\n\
+             jwks_url = \"http://{addr}/jwks\"\nrefresh_interval = \"{refresh}\"\n{}",
+            audit.display(),
+            routes(&up.url())
+        )
+    };
+    let gw = FileGateway::start_raw(dir, "airgate.toml", &text("1h"), None).await;
+    eventually(Duration::from_secs(15), "keys fetched", || async {
+        gw.running.gateway.snapshot().not_ready().is_empty()
+    })
+    .await;
+    let url = gw.url("/sales/x");
+    assert_eq!(status(&url, "sales_daily").await, StatusCode::OK);
+
+    // The endpoint goes down, then the issuer's refresh settings change: the new key store starts
+    // from the old set, so tokens keep passing and the issuer stays ready.
+    down.store(true, Ordering::SeqCst);
+    write_atomic(&gw.path, &text("2h"));
+    gw.running.reload().unwrap();
+    assert_eq!(status(&url, "sales_daily").await, StatusCode::OK, "the old key set still verifies");
+    assert!(gw.running.gateway.snapshot().not_ready().is_empty(), "{:?}", gw.running.gateway.snapshot().not_ready());
+}

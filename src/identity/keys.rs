@@ -393,6 +393,14 @@ impl KeyStore {
         Ok(store)
     }
 
+    /// Starts from `other`'s key set (hot reload of an issuer whose refresh settings changed but
+    /// whose key source did not): its tokens keep verifying while the new store refetches.
+    pub(crate) fn seed_from(&self, other: &KeyStore) {
+        if self.current.load().is_none() {
+            self.current.store(other.current.load_full());
+        }
+    }
+
     /// The current set (lock-free).
     pub(crate) fn current(&self) -> arc_swap::Guard<Option<Arc<KeySet>>> {
         self.current.load()

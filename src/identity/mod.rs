@@ -193,7 +193,22 @@ impl Authenticator {
             });
             let keys = match &carried {
                 Some(k) => Arc::clone(k),
-                None => Arc::new(KeyStore::new(issuer).map_err(|e| format!("issuer {}: {e}", issuer.name))?),
+                None => {
+                    let store = KeyStore::new(issuer).map_err(|e| format!("issuer {}: {e}", issuer.name))?;
+                    // Same remote key source, other refresh settings: keep verifying with the old
+                    // set while the new store fetches, instead of starting empty.
+                    if let Some(prev) = previous.and_then(|p| {
+                        p.issuers.iter().find(|r| {
+                            r.config.name == issuer.name
+                                && issuer.keys.is_remote()
+                                && r.config.keys == issuer.keys
+                                && r.config.algorithms == issuer.algorithms
+                        })
+                    }) {
+                        store.seed_from(&prev.keys);
+                    }
+                    Arc::new(store)
+                }
             };
             if issuer.keys.is_remote() || matches!(issuer.keys, KeySource::JwksFile(_)) {
                 if tokio::runtime::Handle::try_current().is_err() {
