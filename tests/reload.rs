@@ -346,20 +346,29 @@ async fn reloads_under_load_lose_no_request() {
 // 5. Carry-over of key sets, upstream tokens and limiter state
 // ---------------------------------------------------------------------------------------------
 
-/// A loopback JWKS endpoint that counts its fetches.
-async fn jwks_server(body: String) -> (SocketAddr, Arc<AtomicUsize>) {
+/// A loopback JWKS endpoint that counts its fetches and answers 503 while its switch is on.
+struct Jwks {
+    addr: SocketAddr,
+    fetches: Arc<AtomicUsize>,
+    down: Arc<AtomicBool>,
+}
+
+async fn jwks_server(body: String) -> Jwks {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let fetches = Arc::new(AtomicUsize::new(0));
-    let count = fetches.clone();
+    let down = Arc::new(AtomicBool::new(false));
+    let (count, flag) = (fetches.clone(), down.clone());
     tokio::spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else { return };
-            let (body, count) = (body.clone(), count.clone());
+            let (body, count, flag) = (body.clone(), count.clone(), flag.clone());
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |_req| {
                     count.fetch_add(1, Ordering::SeqCst);
+                    let status = if flag.load(Ordering::SeqCst) { 503 } else { 200 };
                     let resp = http::Response::builder()
+                        .status(status)
                         .header("content-type", "application/json")
                         .body(Full::new(Bytes::from(body.clone())))
                         .unwrap();
@@ -371,7 +380,20 @@ async fn jwks_server(body: String) -> (SocketAddr, Arc<AtomicUsize>) {
             });
         }
     });
-    (addr, fetches)
+    Jwks { addr, fetches, down }
+}
+
+/// A whole configuration with one JWKS issuer refreshed every `refresh`, and [`routes`].
+fn jwks_issuer_config(jwks: SocketAddr, audit: &Path, upstream: &str, refresh: &str) -> String {
+    format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
+         [audit]\nsink = \"file\"\npath = \"{}\"\n\
+         [[issuers]]\nname = \"airflow\"\nissuer = \"https://airflow.test.invalid\"\n\
+         audiences = [\"urn:airgate\"]\nrequired_scope = \"egress\"\n\
+         jwks_url = \"http://{jwks}/jwks\"\nrefresh_interval = \"{refresh}\"\n{}",
+        audit.display(),
+        routes(upstream)
+    )
 }
 
 const TENANT: &str = "72f988bf-86f1-41af-91ab-2d7cd011db47";
@@ -381,8 +403,8 @@ const CLIENT_SECRET: &str = "reload-test-client-secret";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unchanged_issuers_upstreams_and_policies_are_carried_over() {
     let up = support::upstream().await;
-    let (keep_addr, keep_fetches) = jwks_server(support::test_jwks()).await;
-    let (change_addr, change_fetches) = jwks_server(support::test_jwks()).await;
+    let Jwks { addr: keep_addr, fetches: keep_fetches, .. } = jwks_server(support::test_jwks()).await;
+    let Jwks { addr: change_addr, fetches: change_fetches, .. } = jwks_server(support::test_jwks()).await;
     let pki = creds::pki();
     let entra = creds::Fake::start(
         creds::Protocol::Entra {
@@ -601,20 +623,10 @@ async fn a_changed_listener_address_is_reported_and_the_rest_reloads() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_issuer_refetches_its_keys_without_refusing_tokens_meanwhile() {
     let up = support::upstream().await;
-    let (addr, fetches) = jwks_server(support::test_jwks()).await;
+    let Jwks { addr, fetches, .. } = jwks_server(support::test_jwks()).await;
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
-    let text = |refresh: &str| {
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [audit]\nsink = \"file\"\npath = \"{}\"\n\
-             [[issuers]]\nname = \"airflow\"\nissuer = \"https://airflow.test.invalid\"\n\
-             audiences = [\"urn:airgate\"]\nrequired_scope = \"egress\"\n\
-             jwks_url = \"http://{addr}/jwks\"\nrefresh_interval = \"{refresh}\"\n{}",
-            audit.display(),
-            routes(&up.url())
-        )
-    };
+    let text = |refresh: &str| jwks_issuer_config(addr, &audit, &up.url(), refresh);
     let gw = FileGateway::start_raw(dir, "airgate.toml", &text("1h"), None).await;
     eventually(Duration::from_secs(15), "keys fetched", || async {
         gw.running.gateway.snapshot().not_ready().is_empty()
@@ -659,42 +671,10 @@ async fn a_sighup_right_after_startup_reloads_and_does_not_kill_the_process() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_issuer_keeps_its_keys_when_the_jwks_endpoint_is_down_at_reload() {
     let up = support::upstream().await;
-    // A JWKS endpoint that can be switched to 503.
-    let down = Arc::new(AtomicBool::new(false));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let body = support::test_jwks();
-    let flag = down.clone();
-    tokio::spawn(async move {
-        loop {
-            let Ok((tcp, _)) = listener.accept().await else { return };
-            let (body, flag) = (body.clone(), flag.clone());
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |_req| {
-                    let status = if flag.load(Ordering::SeqCst) { 503 } else { 200 };
-                    let resp =
-                        http::Response::builder().status(status).body(Full::new(Bytes::from(body.clone()))).unwrap();
-                    async move { Ok::<_, std::convert::Infallible>(resp) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(hyper_util::rt::TokioIo::new(tcp), service)
-                    .await;
-            });
-        }
-    });
+    let jwks = jwks_server(support::test_jwks()).await;
     let dir = tempfile::tempdir().unwrap();
     let audit = dir.path().join("audit.jsonl");
-    let text = |refresh: &str| {
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\n[admin]\nlisten = \"127.0.0.1:0\"\n\
-             [audit]\nsink = \"file\"\npath = \"{}\"\n\
-             [[issuers]]\nname = \"airflow\"\nissuer = \"https://airflow.test.invalid\"\n\
-             audiences = [\"urn:airgate\"]\nrequired_scope = \"egress\"\n\
-             jwks_url = \"http://{addr}/jwks\"\nrefresh_interval = \"{refresh}\"\n{}",
-            audit.display(),
-            routes(&up.url())
-        )
-    };
+    let text = |refresh: &str| jwks_issuer_config(jwks.addr, &audit, &up.url(), refresh);
     let gw = FileGateway::start_raw(dir, "airgate.toml", &text("1h"), None).await;
     eventually(Duration::from_secs(15), "keys fetched", || async {
         gw.running.gateway.snapshot().not_ready().is_empty()
@@ -705,7 +685,7 @@ async fn a_changed_issuer_keeps_its_keys_when_the_jwks_endpoint_is_down_at_reloa
 
     // The endpoint goes down, then the issuer's refresh settings change: the new key store starts
     // from the old set, so tokens keep passing and the issuer stays ready.
-    down.store(true, Ordering::SeqCst);
+    jwks.down.store(true, Ordering::SeqCst);
     write_atomic(&gw.path, &text("2h"));
     gw.running.reload().unwrap();
     assert_eq!(status(&url, "sales_daily").await, StatusCode::OK, "the old key set still verifies");
