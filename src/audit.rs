@@ -256,38 +256,116 @@ fn flush(sink: &mut Box<dyn Write + Send>, out: &mut Vec<u8>) {
     out.clear();
 }
 
+/// One request's record from the moment its head arrived until its response body ended: it is
+/// counted in the metrics once, when the response head is ready ([`Pending::answered`]), and
+/// written to the audit stream once, when it is dropped — at the end of the response body
+/// ([`Tracked`]), or earlier when the client went away before any answer (then as
+/// `client_closed` with status 499, so no request ever goes unrecorded). Also keeps
+/// `airgate_in_flight_requests` exact whichever way the request ends.
+#[derive(Debug)]
+pub struct Pending {
+    record: Record,
+    counters: Arc<Counters>,
+    auditor: Auditor,
+    answered: bool,
+}
+
+impl Pending {
+    /// Starts tracking a request.
+    pub fn new(record: Record, counters: Arc<Counters>, auditor: Auditor) -> Self {
+        auditor.metrics.in_flight.inc();
+        Pending { record, counters, auditor, answered: false }
+    }
+
+    /// The record, for the phases to fill in.
+    pub fn record(&mut self) -> &mut Record {
+        &mut self.record
+    }
+
+    /// The response head is ready with `status`: counts the request.
+    pub fn answered(&mut self, status: http::StatusCode) {
+        self.record.status = status.as_u16();
+        self.count(status);
+    }
+
+    fn count(&mut self, status: http::StatusCode) {
+        self.answered = true;
+        let m = &self.auditor.metrics;
+        m.in_flight.dec();
+        let r = &self.record;
+        let route = r.route.as_deref().unwrap_or(NONE);
+        let pipeline = r.identity.as_ref().map_or(NONE, |i| m.pipeline_label(&i.pipeline));
+        let outcome = r.outcome.as_str();
+        m.requests.with_label_values(&[pipeline, route, status.as_str(), outcome]).inc();
+        m.request_duration.with_label_values(&[route, outcome]).observe(r.start.elapsed().as_secs_f64());
+        if r.outcome == Outcome::RateLimited {
+            m.rate_limited.with_label_values(&[pipeline, route]).inc();
+        }
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.record.outcome = Outcome::ClientClosed;
+            self.record.reason = Some(Cow::Borrowed("client_closed"));
+            self.record.status = CLIENT_CLOSED.as_u16();
+            self.count(CLIENT_CLOSED);
+        }
+        let done = Done {
+            duration_ms: self.record.start.elapsed().as_secs_f64() * 1000.0,
+            bytes_in: self.counters.bytes_in.load(Ordering::Relaxed),
+            bytes_out: self.counters.bytes_out.load(Ordering::Relaxed),
+            record: std::mem::replace(&mut self.record, Record::vacant()),
+        };
+        self.auditor.submit(done);
+    }
+}
+
+/// Label value where a request has no route or no identity.
+const NONE: &str = "_none";
+
+/// Status recorded when the client went away before an answer (nginx's convention).
+const CLIENT_CLOSED: http::StatusCode = match http::StatusCode::from_u16(499) {
+    Ok(s) => s,
+    Err(_) => http::StatusCode::BAD_REQUEST,
+};
+
+impl Record {
+    /// An empty record (no allocation), left behind when a finished one is moved to the writer.
+    fn vacant() -> Self {
+        Record {
+            ts: SystemTime::UNIX_EPOCH,
+            start: Instant::now(),
+            request_id: HeaderValue::from_static(""),
+            outcome: Outcome::Allowed,
+            reason: None,
+            status: 0,
+            method: Method::GET,
+            route: None,
+            path: String::new(),
+            upstream: None,
+            issuer: None,
+            identity: None,
+            client_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
+            upstream_duration_ms: None,
+            trace_id: String::new(),
+        }
+    }
+}
+
 /// A response body that writes the request's audit record when it ends or is dropped (the
 /// client went away), with the bytes actually sent.
 #[derive(Debug)]
 pub struct Tracked {
     inner: Body,
-    record: Option<Record>,
-    counters: Arc<Counters>,
-    auditor: Auditor,
+    pending: Option<Pending>,
 }
 
 impl Tracked {
     /// Wraps a response body with its pending audit record.
-    pub fn new(inner: Body, record: Record, counters: Arc<Counters>, auditor: Auditor) -> Self {
-        Tracked { inner, record: Some(record), counters, auditor }
-    }
-
-    fn finish(&mut self) {
-        if let Some(record) = self.record.take() {
-            let done = Done {
-                duration_ms: record.start.elapsed().as_secs_f64() * 1000.0,
-                bytes_in: self.counters.bytes_in.load(Ordering::Relaxed),
-                bytes_out: self.counters.bytes_out.load(Ordering::Relaxed),
-                record,
-            };
-            self.auditor.submit(done);
-        }
-    }
-}
-
-impl Drop for Tracked {
-    fn drop(&mut self) {
-        self.finish();
+    pub fn new(inner: Body, pending: Pending) -> Self {
+        Tracked { inner, pending: Some(pending) }
     }
 }
 
@@ -300,11 +378,12 @@ impl http_body::Body for Tracked {
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
-                if let Some(data) = frame.data_ref() {
-                    this.counters.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
+                if let (Some(data), Some(p)) = (frame.data_ref(), &this.pending) {
+                    p.counters.bytes_out.fetch_add(data.len() as u64, Ordering::Relaxed);
                 }
             }
-            Poll::Ready(None) => this.finish(),
+            // The body is complete: write the record now rather than when hyper drops the body.
+            Poll::Ready(None) => drop(this.pending.take()),
             Poll::Ready(Some(Err(_))) | Poll::Pending => {}
         }
         polled

@@ -33,6 +33,8 @@ pub enum Outcome {
     CredentialUnavailable,
     /// The gateway is shutting down.
     Draining,
+    /// The client went away before an answer (recorded with status 499).
+    ClientClosed,
 }
 
 impl Outcome {
@@ -51,6 +53,7 @@ impl Outcome {
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::CredentialUnavailable => "credential_unavailable",
             Outcome::Draining => "draining",
+            Outcome::ClientClosed => "client_closed",
         }
     }
 }

@@ -18,7 +18,7 @@
 //! [`Permit`]: crate::policy::Permit
 
 use crate::{
-    audit::{Auditor, Record, Tracked},
+    audit::{Auditor, Pending, Record, Tracked},
     body::{Body, Counters, RequestBody},
     config::Config,
     error::{GatewayError, Outcome},
@@ -137,7 +137,6 @@ impl Gateway {
     /// Serves one request. Never fails: every refusal is a problem+json response.
     pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Tracked> {
         let start = Instant::now();
-        self.metrics.in_flight.inc();
         let snap = self.current.load_full();
         let server = &snap.config.server;
 
@@ -150,7 +149,7 @@ impl Gateway {
             (true, Some(q)) => format!("{}?{q}", req.uri().path()),
             _ => req.uri().path().to_owned(),
         };
-        let mut record = Record {
+        let record = Record {
             ts: SystemTime::now(),
             start,
             request_id: request_id.clone(),
@@ -168,11 +167,13 @@ impl Gateway {
             trace_id,
         };
         let counters = Arc::new(Counters::default());
+        // From here on the request is counted and audited exactly once, however it ends.
+        let mut pending = Pending::new(record, counters.clone(), self.auditor.clone());
 
         let result = if self.is_draining() {
             Err(GatewayError::Draining)
         } else {
-            let phases = self.phases(&snap, req, conn, &mut record, &counters, &request_id, traceparent);
+            let phases = self.phases(&snap, req, conn, pending.record(), &counters, &request_id, traceparent);
             match tokio::time::timeout(server.request_timeout, phases).await {
                 Ok(result) => result,
                 Err(_) => Err(GatewayError::UpstreamTimeout),
@@ -181,16 +182,15 @@ impl Gateway {
         let mut resp = match result {
             Ok(resp) => resp,
             Err(err) => {
+                let record = pending.record();
                 record.outcome = err.outcome();
                 record.reason = Some(err.reason());
                 err.into_response(request_id.to_str().unwrap_or(""))
             }
         };
         resp.headers_mut().insert(headers::X_REQUEST_ID, request_id);
-        record.status = resp.status().as_u16();
-        self.count(&record, start);
-        self.metrics.in_flight.dec();
-        resp.map(|body| Tracked::new(body, record, counters, self.auditor.clone()))
+        pending.answered(resp.status());
+        resp.map(|body| Tracked::new(body, pending))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -254,22 +254,7 @@ impl Gateway {
         }
         Ok(resp)
     }
-
-    fn count(&self, record: &Record, start: Instant) {
-        let route = record.route.as_deref().unwrap_or(NONE);
-        let pipeline = record.identity.as_ref().map_or(NONE, |i| self.metrics.pipeline_label(&i.pipeline));
-        let outcome = record.outcome.as_str();
-        let status = http::StatusCode::from_u16(record.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-        self.metrics.requests.with_label_values(&[pipeline, route, status.as_str(), outcome]).inc();
-        self.metrics.request_duration.with_label_values(&[route, outcome]).observe(start.elapsed().as_secs_f64());
-        if record.outcome == Outcome::RateLimited {
-            self.metrics.rate_limited.with_label_values(&[pipeline, route]).inc();
-        }
-    }
 }
-
-/// Label value where a request has no route or no identity.
-const NONE: &str = "_none";
 
 /// Size of the request head as the client sent it (request line plus header fields).
 fn head_size<B>(req: &Request<B>) -> usize {

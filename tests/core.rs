@@ -602,3 +602,19 @@ async fn large_upload_streams_with_flat_memory() {
     let grown_mib = rss_kib().saturating_sub(before) / 1024;
     assert!(grown_mib < 64, "RSS grew by {grown_mib} MiB while streaming 1 GiB");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_goes_away_is_still_audited_and_counted() {
+    let up = upstream().await;
+    let gw = gateway(&routes(&up.url()).replace("timeout = \"1s\"", "timeout = \"5s\"")).await;
+    let req = format!("GET /slow/1500 HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\r\n", token("d"));
+    // Send the request, then hang up while the upstream is still working on it.
+    let _ = raw(gw.running.proxy_addr, req.as_bytes(), Duration::from_millis(300)).await;
+    let audit = gw.audit_lines(1).await;
+    assert_eq!(audit[0]["outcome"], "client_closed", "{}", audit[0]);
+    assert_eq!(audit[0]["status"], 499);
+    assert_eq!(audit[0]["pipeline"], "d");
+    let metrics = send(&client(), Request::get(gw.admin("/metrics")).body(Full::default()).unwrap()).await.text();
+    assert!(metrics.contains("airgate_in_flight_requests 0"), "{metrics}");
+    assert!(metrics.contains(r#"code="499",outcome="client_closed",pipeline="d""#), "{metrics}");
+}

@@ -168,14 +168,15 @@ impl Upstream {
             }
             Ok(Ok(resp)) => Ok(resp),
         };
-        let code = match &result {
-            Ok(resp) => resp.status().as_str().to_owned(),
-            Err(GatewayError::UpstreamTimeout) => "timeout".to_owned(),
-            Err(_) => "error".to_owned(),
+        let status = result.as_ref().map(Response::status);
+        let code = match &status {
+            Ok(status) => status.as_str(),
+            Err(GatewayError::UpstreamTimeout) => "timeout",
+            Err(_) => "error",
         };
         self.metrics
             .upstream_duration
-            .with_label_values(&[&*self.config.name, &code])
+            .with_label_values(&[&*self.config.name, code])
             .observe(started.elapsed().as_secs_f64());
         let mut resp = result?;
         if credential::rejects_token(resp.status(), resp.headers()) {
