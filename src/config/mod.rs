@@ -196,7 +196,7 @@ pub fn parse(text: &str) -> Result<Config, Problems> {
         Ok(t) => t,
         Err(e) => {
             let e: toml::de::Error = e;
-            let loc = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
+            let loc = e.span().map(|s| problems::line_col(text, s.start)).unwrap_or((1, 1));
             p.push_at("", e.message().to_owned(), loc);
             return Err(p);
         }
@@ -207,11 +207,6 @@ pub fn parse(text: &str) -> Result<Config, Problems> {
         Some(c) if p.is_empty() => Ok(c),
         _ => Err(p),
     }
-}
-
-fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let before = &text[..offset.min(text.len())];
-    (before.matches('\n').count() + 1, before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1)
 }
 
 /// Deserializes one value at `at`, recording every unknown key and the first type error.

@@ -171,7 +171,7 @@ fn span_of(root: &toml_edit::Table, path: &str) -> Option<usize> {
 }
 
 /// One-based line and column (in characters) of a byte offset.
-fn line_col(source: &str, offset: usize) -> (usize, usize) {
+pub(super) fn line_col(source: &str, offset: usize) -> (usize, usize) {
     let before = &source[..offset.min(source.len())];
     let line = before.matches('\n').count() + 1;
     let col = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
