@@ -46,7 +46,7 @@ pub struct Running {
 /// Builds everything and starts serving.
 pub async fn start(config: Config, options: Options) -> Result<Running, String> {
     let metrics = Metrics::new(config.metrics.max_pipelines);
-    let (auditor, audit) = Auditor::start(&config.audit, metrics.clone()).await?;
+    let (auditor, audit) = Auditor::start(&config.audit, metrics.clone())?;
     let source = config.source.clone();
     let loaded = source.as_deref().map(reload::LastLoaded::of).unwrap_or_default();
     let server_settings = config.server.clone();

@@ -164,14 +164,14 @@ const DRAIN_EVERY: Duration = Duration::from_millis(20);
 /// The request path's handle on the audit stream.
 #[derive(Debug, Clone)]
 pub struct Auditor {
-    tx: Option<std::sync::mpsc::SyncSender<Box<Done>>>,
+    tx: std::sync::mpsc::SyncSender<Box<Done>>,
     metrics: Arc<Metrics>,
 }
 
 impl Auditor {
     /// Opens the sink and starts the writer thread. The thread ends, after writing everything
     /// queued, when the returned [`Closer`] is closed.
-    pub async fn start(cfg: &config::Audit, metrics: Arc<Metrics>) -> Result<(Self, Closer), String> {
+    pub fn start(cfg: &config::Audit, metrics: Arc<Metrics>) -> Result<(Self, Closer), String> {
         let sink: Box<dyn Write + Send> = match &cfg.sink {
             AuditSink::Stdout => Box::new(std::io::stdout()),
             AuditSink::File(path) => Box::new(
@@ -181,7 +181,6 @@ impl Auditor {
                     .open(path)
                     .map_err(|e| format!("audit file {}: {e}", path.display()))?,
             ),
-            AuditSink::Discard => Box::new(std::io::sink()),
         };
         // The queue holds boxes: std's bounded channel allocates all its slots up front, and a
         // whole record per slot would cost tens of MiB of idle memory.
@@ -194,18 +193,11 @@ impl Auditor {
                 move || write_loop(&rx, sink, &stop)
             })
             .map_err(|e| format!("audit writer thread: {e}"))?;
-        Ok((Auditor { tx: Some(tx), metrics }, Closer { stop, thread }))
-    }
-
-    /// An auditor that writes nothing (tests and benches of other layers).
-    pub fn disabled(metrics: Arc<Metrics>) -> Self {
-        Auditor { tx: None, metrics }
+        Ok((Auditor { tx, metrics }, Closer { stop, thread }))
     }
 
     fn submit(&self, done: Done) {
-        if let Some(tx) = &self.tx
-            && tx.try_send(Box::new(done)).is_err()
-        {
+        if self.tx.try_send(Box::new(done)).is_err() {
             self.metrics.audit_dropped.inc();
         }
     }

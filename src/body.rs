@@ -94,11 +94,6 @@ impl RequestBody {
     pub fn new(inner: Option<Incoming>, limit: u64, counters: Arc<Counters>) -> Self {
         RequestBody { inner, limit, counters }
     }
-
-    /// An empty body (tests, benches).
-    pub fn empty() -> Self {
-        RequestBody { inner: None, limit: 0, counters: Arc::default() }
-    }
 }
 
 impl http_body::Body for RequestBody {

@@ -114,8 +114,6 @@ pub enum AuditSink {
     Stdout,
     /// Appended to a file.
     File(PathBuf),
-    /// Nowhere (benchmarks of the core only; not reachable from a file).
-    Discard,
 }
 
 /// `[metrics]`.
