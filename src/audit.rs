@@ -304,11 +304,12 @@ impl Drop for Pending {
             self.record.status = CLIENT_CLOSED.as_u16();
             self.count(CLIENT_CLOSED);
         }
+        let start = self.record.start;
         let done = Done {
-            duration_ms: self.record.start.elapsed().as_secs_f64() * 1000.0,
+            duration_ms: start.elapsed().as_secs_f64() * 1000.0,
             bytes_in: self.counters.bytes_in.load(Ordering::Relaxed),
             bytes_out: self.counters.bytes_out.load(Ordering::Relaxed),
-            record: std::mem::replace(&mut self.record, Record::vacant()),
+            record: std::mem::replace(&mut self.record, Record::vacant(start)),
         };
         self.auditor.submit(done);
     }
@@ -325,10 +326,10 @@ const CLIENT_CLOSED: http::StatusCode = match http::StatusCode::from_u16(499) {
 
 impl Record {
     /// An empty record (no allocation), left behind when a finished one is moved to the writer.
-    fn vacant() -> Self {
+    fn vacant(start: Instant) -> Self {
         Record {
             ts: SystemTime::UNIX_EPOCH,
-            start: Instant::now(),
+            start,
             request_id: HeaderValue::from_static(""),
             outcome: Outcome::Allowed,
             reason: None,
