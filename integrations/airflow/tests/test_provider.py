@@ -20,7 +20,9 @@ def test_providers_manager_offers_the_ui_fields():
 
     pm = ProvidersManager()
     assert "airgate-airflow" in pm.providers
-    hooks = pm.hooks
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    hooks = ProvidersManagerTaskRuntime().hooks
     assert "airgate" in hooks and hooks["airgate"].hook_class_name == "airgate_airflow.hook.AirgateHook"
     widgets = pm.connection_form_widgets
     assert {"extra__airgate__token_file", "extra__airgate__azure_scope"} <= set(widgets)
