@@ -24,7 +24,7 @@ def get_provider_info() -> dict[str, Any]:
                 "ui-field-behaviour": {
                     "hidden-fields": ["login", "password", "schema"],
                     "relabeling": {"host": "Gateway URL"},
-                    "placeholders": {"host": "http://airgate.airgate.svc:8080"},
+                    "placeholders": {"host": "https://airgate.airgate.svc"},
                 },
                 "conn-fields": {
                     "token_file": {
