@@ -1,0 +1,3 @@
+"""The package version, importable without importing Airflow."""
+
+__version__ = "0.1.0"
