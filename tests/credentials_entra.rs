@@ -111,8 +111,7 @@ async fn a_rejected_secret_is_reported_without_echoing_it() {
     let metrics = Metrics::new(10);
     let source =
         CredentialSource::start_with("apim".into(), &Credential::ClientSecret(c), metrics.clone(), timing()).unwrap();
-    assert!(!source.wait_ready(Duration::from_millis(500)).await);
-    let why = source.not_ready().unwrap();
+    let why = first_failure(&source).await;
     assert!(why.starts_with("upstream apim: no valid token (last error: "), "{why}");
     assert!(why.contains("AADSTS7000215"), "{why}");
     assert!(!why.contains("wrong-secret-value"), "{why}");
@@ -250,8 +249,20 @@ async fn the_test_ca_is_needed_to_reach_the_endpoint() {
     c.transport.ca_file = None;
     let source =
         CredentialSource::start_with("apim".into(), &Credential::ClientSecret(c), Metrics::new(10), timing()).unwrap();
-    assert!(!source.wait_ready(Duration::from_millis(500)).await);
-    let why = source.not_ready().unwrap();
+    let why = first_failure(&source).await;
     assert!(why.to_lowercase().contains("certificate"), "{why}");
     assert_eq!(setup.fake.log.fetches(), 0);
+}
+
+/// The readiness text once the first fetch has failed (it never succeeds in these tests). Waits on
+/// the outcome, not a fixed time, so a loaded machine cannot turn a slow failure into a pass.
+async fn first_failure(source: &CredentialSource) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let why = source.not_ready().expect("never ready with a wrong secret or CA");
+        if why.contains("last error") || tokio::time::Instant::now() > deadline {
+            return why;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
