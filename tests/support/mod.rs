@@ -30,6 +30,8 @@ pub struct Seen {
     pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Request trailers, when any arrived.
+    pub trailers: Option<HeaderMap>,
     /// When the upstream had read the request.
     pub at: std::time::SystemTime,
 }
@@ -77,7 +79,13 @@ async fn upstream_answer(
         }
         return Ok(Response::new(Full::new(Bytes::from(n.to_string()))));
     }
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let (body, trailers) = match body.collect().await {
+        Ok(collected) => {
+            let trailers = collected.trailers().cloned();
+            (collected.to_bytes(), trailers)
+        }
+        Err(_) => (Bytes::new(), None),
+    };
     let path = parts.uri.path().to_owned();
     seen.lock().unwrap().push(Seen {
         method: parts.method.clone(),
@@ -85,6 +93,7 @@ async fn upstream_answer(
         version: parts.version,
         headers: parts.headers.clone(),
         body: body.clone(),
+        trailers,
         at: std::time::SystemTime::now(),
     });
     let mut status = StatusCode::OK;
