@@ -54,13 +54,14 @@ impl RouteTable {
             }
         }
         for group in &mut groups {
-            let mut methods: Vec<&str> = group.by_method.iter().flat_map(|(_, m)| m.iter().map(Method::as_str)).collect();
+            let mut methods: Vec<&str> =
+                group.by_method.iter().flat_map(|(_, m)| m.iter().map(Method::as_str)).collect();
             methods.sort_unstable();
             methods.dedup();
             group.allow = HeaderValue::from_str(&methods.join(", ")).unwrap_or_else(|_| HeaderValue::from_static(""));
         }
         // Stable: equal lengths keep file order (they cannot both match one path anyway).
-        groups.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+        groups.sort_by_key(|g| std::cmp::Reverse(g.prefix.len()));
         RouteTable { groups }
     }
 
@@ -199,7 +200,9 @@ mod tests {
     fn unsafe_paths_are_400_with_their_class() {
         let routes = vec![route("/", None, None)];
         let t = RouteTable::new(&routes);
-        for (p, reason) in [("/sales//admin/users", "empty_segment"), ("/a/%61", "encoded_unreserved"), ("/a;b", "semicolon_in_path")] {
+        for (p, reason) in
+            [("/sales//admin/users", "empty_segment"), ("/a/%61", "encoded_unreserved"), ("/a;b", "semicolon_in_path")]
+        {
             match t.find(&Method::GET, p) {
                 Err(GatewayError::BadRequest { reason: got }) => assert_eq!(got, reason, "{p}"),
                 other => panic!("{p}: {other:?}"),

@@ -119,7 +119,8 @@ async fn a_method_the_nested_route_refuses_is_405_never_the_outer_route() {
     let up = upstream().await;
     let gw = nested(&up).await;
     for method in [Method::POST, Method::DELETE] {
-        let req = authed(method.clone(), &gw.url("/sales/admin/users"), "sales_daily", "").body(Full::default()).unwrap();
+        let req =
+            authed(method.clone(), &gw.url("/sales/admin/users"), "sales_daily", "").body(Full::default()).unwrap();
         let got = send(&client(), req).await;
         got.problem(405);
         assert_eq!(got.headers["allow"], "GET", "{method}");
@@ -157,7 +158,8 @@ async fn trailers_and_smuggled_headers_never_reach_the_upstream() {
         ("x_real_ip", "10.0.0.1"),
         ("x_forwarded_for", "10.0.0.1"),
     ];
-    let mut req = Request::post(gw.url("/sales/orders")).header("authorization", format!("Bearer {}", token("sales_daily")));
+    let mut req =
+        Request::post(gw.url("/sales/orders")).header("authorization", format!("Bearer {}", token("sales_daily")));
     for (name, value) in smuggled {
         req = req.header(name, value);
     }

@@ -510,9 +510,9 @@ fn route_path(value: &str, at: &str, p: &mut Problems) {
 /// two spellings: refused, naming the later route.
 fn prefixes_differing_in_case(routes: &[Route], p: &mut Problems) {
     for (i, route) in routes.iter().enumerate() {
-        let other = routes[..i].iter().position(|r| {
-            r.path_prefix != route.path_prefix && r.path_prefix.eq_ignore_ascii_case(&route.path_prefix)
-        });
+        let other = routes[..i]
+            .iter()
+            .position(|r| r.path_prefix != route.path_prefix && r.path_prefix.eq_ignore_ascii_case(&route.path_prefix));
         if let Some(j) = other {
             p.push(
                 format!("routes[{i}].path_prefix"),
@@ -620,19 +620,21 @@ mod tests {
     const ROUTES: &str = "[[upstreams]]\nname = \"a\"\nurl = \"http://x\"\n";
 
     fn route(name: &str, prefix: &str, extra: &str) -> String {
-        format!("[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"a\"\nallow = {{ pipelines = [\"*\"] }}\n{extra}\n")
+        format!(
+            "[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"a\"\nallow = {{ pipelines = [\"*\"] }}\n{extra}\n"
+        )
     }
 
     #[test]
     fn prefixes_differing_only_in_case_are_refused() {
         let got = problems(&format!("{ROUTES}{}{}", route("a", "/sales/", ""), route("b", "/Sales/", "")));
-        assert!(
-            got.iter().any(|p| p.starts_with("routes[1].path_prefix") && p.contains("only in case")),
-            "{got:?}"
-        );
+        assert!(got.iter().any(|p| p.starts_with("routes[1].path_prefix") && p.contains("only in case")), "{got:?}");
         // The same prefix twice, chosen by method, is fine.
-        let same =
-            format!("{ROUTES}{}{}", route("a", "/sales/", "methods = [\"GET\"]"), route("b", "/sales/", "methods = [\"POST\"]"));
+        let same = format!(
+            "{ROUTES}{}{}",
+            route("a", "/sales/", "methods = [\"GET\"]"),
+            route("b", "/sales/", "methods = [\"POST\"]")
+        );
         assert_eq!(problems(&same), Vec::<String>::new());
     }
 

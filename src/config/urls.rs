@@ -47,7 +47,10 @@ mod tests {
     fn queries_and_userinfo_are_never_shown() {
         for (text, shown) in [
             ("https://idp.example/jwks", "https://idp.example/jwks"),
-            ("https://store.blob.core.windows.net/k/jwks.json?sv=2024&sig=SECRETSIG", "https://store.blob.core.windows.net/k/jwks.json?…"),
+            (
+                "https://store.blob.core.windows.net/k/jwks.json?sv=2024&sig=SECRETSIG",
+                "https://store.blob.core.windows.net/k/jwks.json?…",
+            ),
             ("http://127.0.0.1:8080/jwks?x=1#frag", "http://127.0.0.1:8080/jwks?…"),
             ("https://u:hunter2@idp.example/", "https://idp.example/"),
             ("http://[::1]:9/a", "http://[::1]:9/a"),

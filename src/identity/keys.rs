@@ -8,6 +8,7 @@
 //! loaded once.
 
 use super::mint::SigningKey;
+use crate::config::urls::Redacted;
 use crate::{
     config::issuer::{Issuer, KeySource, is_hmac},
     metrics::Metrics,
@@ -25,7 +26,6 @@ use std::{
     time::{Duration, SystemTime},
 };
 use tokio::{sync::watch, time::Instant};
-use crate::config::urls::Redacted;
 use url::Url;
 
 /// How often a `jwks_file` is checked for changes.
@@ -485,8 +485,8 @@ impl KeyStore {
                 struct Discovery {
                     jwks_uri: String,
                 }
-                let d: Discovery =
-                    serde_json::from_slice(&doc.body).map_err(|e| format!("discovery document from {}: {e}", Redacted(url)))?;
+                let d: Discovery = serde_json::from_slice(&doc.body)
+                    .map_err(|e| format!("discovery document from {}: {e}", Redacted(url)))?;
                 let u = Url::parse(&d.jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
                 if !matches!(u.scheme(), "http" | "https") {
                     return Err("jwks_uri is not http(s)".to_owned());
@@ -496,7 +496,8 @@ impl KeyStore {
                 url.clone()
             };
             let fetched = get(client, &jwks_url).await?;
-            let keys = parse_jwks(&self.name, &fetched.body, self.allowed).map_err(|e| format!("{}: {e}", Redacted(&jwks_url)))?;
+            let keys = parse_jwks(&self.name, &fetched.body, self.allowed)
+                .map_err(|e| format!("{}: {e}", Redacted(&jwks_url)))?;
             Ok::<_, String>((keys, max_age(&fetched.headers)))
         }
         .await;

@@ -115,9 +115,11 @@ fn classify(name: &str) -> Option<Class> {
             return Some(*class);
         }
     }
-    STRIPPED.iter().find(|(c, _)| same_name(n, c.as_bytes())).map(|(_, class)| *class).or_else(|| {
-        MANAGED_EXTRA.iter().any(|c| same_name(n, c.as_bytes())).then_some(Class::Managed)
-    })
+    STRIPPED
+        .iter()
+        .find(|(c, _)| same_name(n, c.as_bytes()))
+        .map(|(_, class)| *class)
+        .or_else(|| MANAGED_EXTRA.iter().any(|c| same_name(n, c.as_bytes())).then_some(Class::Managed))
 }
 
 /// `name` is listed in one of the `Connection` header values.
@@ -352,10 +354,14 @@ mod tests {
 
     /// Every stripped name in its `-`, `_` and mixed spellings, in any case.
     fn spellings(name: &str) -> Vec<String> {
-        let upper: String = name.split('-').map(|w| {
-            let mut c = w.chars();
-            c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
-        }).collect::<Vec<_>>().join("-");
+        let upper: String = name
+            .split('-')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("-");
         let mut mixed = upper.clone();
         if let Some(i) = mixed.rfind('-') {
             mixed.replace_range(i..=i, "_");
@@ -381,8 +387,14 @@ mod tests {
             "te",
             "upgrade",
         ];
-        let client_address =
-            ["x-real-ip", "true-client-ip", "x-client-ip", "x-forwarded-port", "x-forwarded-prefix", "x-forwarded-server"];
+        let client_address = [
+            "x-real-ip",
+            "true-client-ip",
+            "x-client-ip",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-server",
+        ];
         for trusted in [false, true] {
             for name in always.iter().chain(&client_address) {
                 for spelling in spellings(name) {
@@ -419,8 +431,11 @@ mod tests {
         let mut h = map(&[("X_Airflow_Dag_Id", "finance"), ("X-Airflow_Dag-Id", "finance"), ("x-airflow-team", "x")]);
         let peer = Peer { ip: "192.0.2.1".parse().unwrap(), tls: false };
         to_upstream(&mut h, &identity, peer, &[], None, &HeaderValue::from_static("r"), None);
-        let airflow: Vec<(&str, &HeaderValue)> =
-            h.iter().filter(|(k, _)| k.as_str().replace('_', "-").starts_with("x-airflow-")).map(|(k, v)| (k.as_str(), v)).collect();
+        let airflow: Vec<(&str, &HeaderValue)> = h
+            .iter()
+            .filter(|(k, _)| k.as_str().replace('_', "-").starts_with("x-airflow-"))
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
         assert_eq!(airflow, [("x-airflow-dag-id", &HeaderValue::from_static("sales_daily"))]);
     }
 
@@ -438,7 +453,8 @@ mod tests {
         ] {
             assert_eq!(identity_value(raw).unwrap(), sent, "{raw:?}");
         }
-        let identity = Identity { pipeline: "ventes d\u{e9}j\u{e0}".into(), task: Some("t 1".into()), ..Identity::default() };
+        let identity =
+            Identity { pipeline: "ventes d\u{e9}j\u{e0}".into(), task: Some("t 1".into()), ..Identity::default() };
         let mut h = HeaderMap::new();
         let peer = Peer { ip: "192.0.2.1".parse().unwrap(), tls: false };
         to_upstream(&mut h, &identity, peer, &[], None, &HeaderValue::from_static("r"), None);
