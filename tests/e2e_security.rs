@@ -13,8 +13,7 @@ use http_body_util::{BodyExt, Full, StreamBody};
 use hyper_util::{client::legacy::Client, rt::TokioExecutor};
 use std::{
     convert::Infallible,
-    io::{BufRead, BufReader},
-    process::{Command, Stdio},
+    process::Command,
     time::{Duration, Instant},
 };
 use support::{Gateway, Upstream, authed, client, gateway, send, token, upstream};
@@ -289,31 +288,9 @@ fn check_and_run_never_print_a_key_set_urls_query_and_refuse_userinfo() {
 
 #[test]
 fn the_demo_drains_and_exits_0_on_sigterm() {
-    let mut child = airgate()
-        .args(["--log-format", "json", "demo", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.starts_with("# audit records follow") => break,
-            Ok(_) => {}
-            Err(e) => {
-                let _ = child.kill();
-                panic!("the demo did not start: {e}");
-            }
-        }
-    }
+    let mut demo = support::Demo::spawn();
+    assert!(!demo.curls().is_empty());
+    let child = &mut demo.child;
     let ok = Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success();
     assert!(ok);
     let deadline = Instant::now() + Duration::from_secs(15);
@@ -321,10 +298,8 @@ fn the_demo_drains_and_exits_0_on_sigterm() {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the demo did not exit after SIGTERM");
-        }
+        // Dropping `demo` kills the child.
+        assert!(Instant::now() < deadline, "the demo did not exit after SIGTERM");
         std::thread::sleep(Duration::from_millis(20));
     };
     assert_eq!(status.code(), Some(0), "{status}");

@@ -561,3 +561,51 @@ pub fn counter_in(text: &str, line_start: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
 }
+
+/// A child `airgate demo --port 0` with its stdout lines on a channel (drained until it exits).
+pub struct Demo {
+    pub child: std::process::Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Demo {
+    pub fn spawn() -> Demo {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_airgate"))
+            .args(["--log-format", "json", "demo", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        // Reads the banner, then keeps draining (audit records follow on stdout).
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Demo { child, lines }
+    }
+
+    /// The printed `curl` commands, once the banner is complete (30 s at most).
+    pub fn curls(&self) -> Vec<String> {
+        let mut curls = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).expect("the demo did not print its commands in time");
+            if line.starts_with("curl") {
+                curls.push(line);
+            } else if line.starts_with("# audit records follow") {
+                return curls;
+            }
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
