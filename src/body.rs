@@ -1,6 +1,6 @@
 //! Body types on the proxy path: [`Body`] for responses (the gateway's own or the upstream's,
 //! streamed) and [`RequestBody`] for requests toward the upstream (streamed, limited to
-//! `max_request_body`, counted for the audit log).
+//! `max_request_body`, counted for the audit log, trailers dropped).
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
@@ -104,6 +104,13 @@ impl http_body::Body for RequestBody {
         let this = self.get_mut();
         let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
         match Pin::new(inner).poll_frame(cx) {
+            // Request trailers are never forwarded (contract §3): they could carry the very
+            // headers the rewrite strips (`Authorization`, `X-Airflow-*`) past it. Trailers are
+            // the last frame, so the body ends here.
+            Poll::Ready(Some(Ok(frame))) if frame.is_trailers() => {
+                this.inner = None;
+                Poll::Ready(None)
+            }
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
                     let total =

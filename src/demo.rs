@@ -86,7 +86,7 @@ fn patch_secrets(config: &mut config::Config, signing_key: Secret) -> Result<(),
     Ok(())
 }
 
-/// Runs the demo until Ctrl-C.
+/// Runs the demo until SIGTERM or SIGINT (Ctrl-C), then drains like `airgate run`.
 pub async fn run(port: u16, admin_port: u16) -> Result<(), String> {
     let upstream = start_demo_upstream().await?;
     let text = demo_config(port, admin_port, upstream);
@@ -114,6 +114,11 @@ pub async fn run(port: u16, admin_port: u16) -> Result<(), String> {
     let limited = token("sales_backfill", "replay")?;
     let invalid = tamper(&allowed);
 
+    // Installed before the commands are printed: from then on SIGTERM (`docker stop`, a test
+    // harness) drains like Ctrl-C instead of killing the process.
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).map_err(|e| e.to_string())?;
+    let mut int = signal(SignalKind::interrupt()).map_err(|e| e.to_string())?;
     let running = app::start(config, app::Options { watch_config: None }).await?;
     let base = format!("http://{}", running.proxy_addr);
     println!("airgate demo: proxy {base}, admin http://{} (Ctrl-C to stop)", running.admin_addr);
@@ -130,7 +135,10 @@ pub async fn run(port: u16, admin_port: u16) -> Result<(), String> {
     println!("# metrics and readiness: http://{0}/metrics and http://{0}/readyz", running.admin_addr);
     println!("# audit records follow, one JSON object per request:");
 
-    tokio::signal::ctrl_c().await.map_err(|e| e.to_string())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
     running.shutdown().await;
     Ok(())
 }

@@ -17,6 +17,7 @@ pub mod demo;
 pub mod error;
 pub mod identity;
 pub mod metrics;
+pub mod path;
 pub mod policy;
 pub mod ratelimit;
 pub mod reload;

@@ -1,134 +1,107 @@
-//! Request → route: path sanity (400 for `..`/`.` segments, NUL, bad percent-encoding), longest
-//! segment-wise `path_prefix`, then `methods` (405 with `Allow` when only other methods match),
-//! and the `rewrite_prefix` path rewrite. The upstream is never derived from `Host`.
+//! Request → route (contract §3): refuse path forms an upstream could read differently
+//! ([`crate::path`]), then the longest `path_prefix` owns its whole subtree — prefixes match whole
+//! segments, ignoring ASCII case — and among the routes of that one prefix the method chooses
+//! (405 with `Allow` when none takes it; never a fall-back to a shorter prefix). Also the
+//! `rewrite_prefix` path rewrite. The upstream is never derived from `Host`.
 
 use crate::{config::Route, error::GatewayError};
 use http::{HeaderValue, Method};
 
-/// All routes of one configuration, ordered for longest-prefix matching.
+/// All routes of one configuration, grouped by prefix for longest-prefix matching.
 #[derive(Debug)]
 pub struct RouteTable {
-    /// `(path_prefix, index into Config::routes)`, longest prefix first, file order among equals.
-    order: Vec<(Box<str>, usize)>,
-    /// Per route: methods taken (`None` = all).
-    methods: Vec<Option<Vec<Method>>>,
+    /// One group per distinct prefix (configuration refuses prefixes equal but for case),
+    /// longest first.
+    groups: Vec<Group>,
+}
+
+/// The routes sharing one `path_prefix`.
+#[derive(Debug)]
+struct Group {
+    prefix: Box<str>,
+    /// Routes that list `methods`, in file order: `(index into Config::routes, methods)`.
+    by_method: Vec<(usize, Vec<Method>)>,
+    /// The first route of this prefix without `methods` (takes every other method).
+    any_method: Option<usize>,
+    /// `Allow` for a 405: the methods this prefix takes (only when no route takes them all).
+    allow: HeaderValue,
 }
 
 impl RouteTable {
     /// Builds the table for `routes`.
     pub fn new(routes: &[Route]) -> Self {
-        let mut order: Vec<(Box<str>, usize)> =
-            routes.iter().enumerate().map(|(i, r)| (r.path_prefix.as_str().into(), i)).collect();
-        order.sort_by(|a, b| b.0.len().cmp(&a.0.len()).then(a.1.cmp(&b.1)));
-        RouteTable { order, methods: routes.iter().map(|r| r.methods.clone()).collect() }
+        let mut groups: Vec<Group> = Vec::new();
+        for (index, route) in routes.iter().enumerate() {
+            let prefix = route.path_prefix.as_str();
+            let at = match groups.iter().position(|g| g.prefix.eq_ignore_ascii_case(prefix)) {
+                Some(at) => at,
+                None => {
+                    groups.push(Group {
+                        prefix: prefix.into(),
+                        by_method: Vec::new(),
+                        any_method: None,
+                        allow: HeaderValue::from_static(""),
+                    });
+                    groups.len() - 1
+                }
+            };
+            let group = &mut groups[at];
+            match &route.methods {
+                Some(list) => group.by_method.push((index, list.clone())),
+                None => {
+                    group.any_method.get_or_insert(index);
+                }
+            }
+        }
+        for group in &mut groups {
+            let mut methods: Vec<&str> =
+                group.by_method.iter().flat_map(|(_, m)| m.iter().map(Method::as_str)).collect();
+            methods.sort_unstable();
+            methods.dedup();
+            group.allow = HeaderValue::from_str(&methods.join(", ")).unwrap_or_else(|_| HeaderValue::from_static(""));
+        }
+        // Stable: equal lengths keep file order (they cannot both match one path anyway).
+        groups.sort_by_key(|g| std::cmp::Reverse(g.prefix.len()));
+        RouteTable { groups }
     }
 
     /// Finds the route for `method` and `path` (the raw, still-encoded request path).
     pub fn find(&self, method: &Method, path: &str) -> Result<usize, GatewayError> {
-        check_path(path)?;
-        let mut matched_any = false;
-        for (prefix, index) in &self.order {
-            if !prefix_matches(prefix, path) {
-                continue;
-            }
-            match &self.methods[*index] {
-                None => return Ok(*index),
-                Some(list) if list.contains(method) => return Ok(*index),
-                Some(_) => matched_any = true,
-            }
+        crate::path::check(path).map_err(|e| GatewayError::BadRequest { reason: e.reason() })?;
+        // The longest matching prefix owns the path: only its routes are considered.
+        let group = self.groups.iter().find(|g| prefix_matches(&g.prefix, path)).ok_or(GatewayError::NoRoute)?;
+        // A route naming the method is more specific than one taking every method.
+        if let Some((index, _)) = group.by_method.iter().find(|(_, list)| list.contains(method)) {
+            return Ok(*index);
         }
-        if !matched_any {
-            return Err(GatewayError::NoRoute);
-        }
-        Err(GatewayError::MethodNotAllowed { allow: self.allow_header(path) })
-    }
-
-    fn allow_header(&self, path: &str) -> HeaderValue {
-        let mut methods: Vec<&str> = Vec::new();
-        for (prefix, index) in &self.order {
-            if prefix_matches(prefix, path)
-                && let Some(list) = &self.methods[*index]
-            {
-                methods.extend(list.iter().map(Method::as_str));
-            }
-        }
-        methods.sort_unstable();
-        methods.dedup();
-        HeaderValue::from_str(&methods.join(", ")).unwrap_or_else(|_| HeaderValue::from_static(""))
+        group.any_method.ok_or_else(|| GatewayError::MethodNotAllowed { allow: group.allow.clone() })
     }
 }
 
-/// Segment-wise prefix match: `/sales` matches `/sales` and `/sales/x`, not `/salesforce`;
-/// `/sales/` matches `/sales/x` only.
+/// Whole-segment, ASCII-case-insensitive prefix match: `/sales` matches `/sales`, `/SALES/x` and
+/// `/sales/x`, not `/salesforce`; `/sales/` matches `/sales/x` only.
 fn prefix_matches(prefix: &str, path: &str) -> bool {
-    path.starts_with(prefix)
-        && (prefix.ends_with('/') || path.len() == prefix.len() || path.as_bytes()[prefix.len()] == b'/')
-}
-
-/// Refuses paths that could be normalised into another route somewhere downstream.
-pub fn check_path(path: &str) -> Result<(), GatewayError> {
-    if !path.starts_with('/') {
-        return Err(GatewayError::BadRequest { reason: "path_not_absolute" });
-    }
-    for segment in path.split('/') {
-        let decoded = percent_decode(segment).ok_or(GatewayError::BadRequest { reason: "bad_percent_encoding" })?;
-        if decoded.contains(&0) {
-            return Err(GatewayError::BadRequest { reason: "nul_in_path" });
-        }
-        if *decoded == *b".." || *decoded == *b"." {
-            return Err(GatewayError::BadRequest { reason: "dot_segment" });
-        }
-        // A `%2F` smuggles a separator that a downstream may decode into a `..` traversal.
-        if decoded.contains(&b'/') || decoded.contains(&b'\\') {
-            return Err(GatewayError::BadRequest { reason: "encoded_separator" });
-        }
-    }
-    Ok(())
-}
-
-/// Decodes `%XX` escapes; `None` for an invalid escape. Borrow-free for segments without `%`.
-fn percent_decode(segment: &str) -> Option<std::borrow::Cow<'_, [u8]>> {
-    let bytes = segment.as_bytes();
-    if !bytes.contains(&b'%') {
-        return Some(std::borrow::Cow::Borrowed(bytes));
-    }
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hi = hex(*bytes.get(i + 1)?)?;
-            let lo = hex(*bytes.get(i + 2)?)?;
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    Some(std::borrow::Cow::Owned(out))
-}
-
-fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    let (p, b) = (prefix.as_bytes(), path.as_bytes());
+    b.len() >= p.len()
+        && b[..p.len()].eq_ignore_ascii_case(p)
+        && (p.ends_with(b"/") || b.len() == p.len() || b[p.len()] == b'/')
 }
 
 /// The path toward the upstream: `base_path` + (`rewrite_prefix` replacing `path_prefix`) + rest.
+/// The prefix is replaced in whatever case the client sent it, so the upstream sees the
+/// configured spelling (of `rewrite_prefix`, else of `path_prefix`) of the route it was
+/// authorised for; the rest of the path is passed as sent.
 pub fn rewrite(route: &Route, base_path: &str, path: &str, query: Option<&str>) -> String {
-    let rest = &path[route.path_prefix.len().min(path.len())..];
-    let head = route.rewrite_prefix.as_deref().unwrap_or(&route.path_prefix);
+    let prefix = route.path_prefix.as_str();
+    // `rest` is empty or starts with `/`: a prefix's own trailing slash belongs to the rest, so
+    // `/sales/` → `/v2` and `/sales/` → `/v2/` both join as `/v2/…`.
+    let cut = if prefix.ends_with('/') { prefix.len() - 1 } else { prefix.len() };
+    let rest = path.get(cut.min(path.len())..).unwrap_or("");
+    let head = route.rewrite_prefix.as_deref().unwrap_or(prefix);
+    let head = if rest.is_empty() { head } else { head.trim_end_matches('/') };
     let mut out = String::with_capacity(base_path.len() + head.len() + rest.len() + query.map_or(0, |q| q.len() + 1));
     out.push_str(base_path);
-    // Avoid `//` where a rewrite prefix ending in `/` meets a rest starting with `/`.
-    if head.ends_with('/') && rest.starts_with('/') {
-        out.push_str(&head[..head.len() - 1]);
-    } else {
-        out.push_str(head);
-    }
+    out.push_str(head);
     out.push_str(rest);
     if out.is_empty() {
         out.push('/');
@@ -174,24 +147,66 @@ mod tests {
     }
 
     #[test]
-    fn other_methods_give_405_with_allow() {
-        let routes = vec![route("/a/", None, Some(vec![Method::GET])), route("/a/b/", None, Some(vec![Method::POST]))];
+    fn prefixes_ignore_ascii_case() {
+        let routes = vec![route("/sales/", None, None), route("/sales/admin/", None, None)];
         let t = RouteTable::new(&routes);
-        assert_eq!(t.find(&Method::GET, "/a/b/c").unwrap(), 0, "falls back to the shorter prefix taking GET");
-        match t.find(&Method::DELETE, "/a/b/c") {
-            Err(GatewayError::MethodNotAllowed { allow }) => assert_eq!(allow, "GET, POST"),
-            other => panic!("{other:?}"),
-        }
-        assert!(matches!(t.find(&Method::GET, "/zzz"), Err(GatewayError::NoRoute)));
+        assert_eq!(t.find(&Method::GET, "/SALES/x").unwrap(), 0);
+        assert_eq!(t.find(&Method::GET, "/Sales/Admin/users").unwrap(), 1, "case cannot dodge the nested route");
+        assert_eq!(t.find(&Method::GET, "/sales/ADMIN").unwrap(), 0, "`/sales/admin/` needs its slash");
+        assert!(matches!(t.find(&Method::GET, "/SALESx"), Err(GatewayError::NoRoute)));
     }
 
     #[test]
-    fn unsafe_paths_are_400() {
-        for p in ["/a/../b", "/a/%2e%2E/b", "/a/./b", "/a/%00", "/a/%zz", "/a/%4", "/a/%2fetc", "relative"] {
-            assert!(matches!(check_path(p), Err(GatewayError::BadRequest { .. })), "{p}");
+    fn the_longest_prefix_owns_its_subtree_405_never_falls_back() {
+        let routes = vec![route("/a/", None, Some(vec![Method::GET])), route("/a/b/", None, Some(vec![Method::POST]))];
+        let t = RouteTable::new(&routes);
+        assert_eq!(t.find(&Method::POST, "/a/b/c").unwrap(), 1);
+        for m in [Method::GET, Method::DELETE] {
+            match t.find(&m, "/a/b/c") {
+                Err(GatewayError::MethodNotAllowed { allow }) => assert_eq!(allow, "POST", "{m}"),
+                other => panic!("{m}: {other:?}"),
+            }
         }
-        for p in ["/", "/a/b", "/a/%20b", "/a/..b", "/a/.well-known"] {
-            assert!(check_path(p).is_ok(), "{p}");
+        assert_eq!(t.find(&Method::GET, "/a/x").unwrap(), 0);
+        assert!(matches!(t.find(&Method::GET, "/zzz"), Err(GatewayError::NoRoute)));
+        // Even a catch-all outer route does not take what the nested prefix refuses.
+        let routes = vec![route("/", None, None), route("/a/b/", None, Some(vec![Method::GET]))];
+        let t = RouteTable::new(&routes);
+        assert!(matches!(t.find(&Method::DELETE, "/a/b/c"), Err(GatewayError::MethodNotAllowed { .. })));
+    }
+
+    #[test]
+    fn routes_sharing_a_prefix_are_chosen_by_method() {
+        let routes = vec![
+            route("/a/", None, Some(vec![Method::GET, Method::HEAD])),
+            route("/a/", None, Some(vec![Method::POST])),
+            route("/b/", None, Some(vec![Method::PUT])),
+            route("/b/", None, None),
+            route("/b/", None, Some(vec![Method::GET])),
+        ];
+        let t = RouteTable::new(&routes);
+        assert_eq!(t.find(&Method::HEAD, "/a/x").unwrap(), 0);
+        assert_eq!(t.find(&Method::POST, "/A/x").unwrap(), 1);
+        match t.find(&Method::DELETE, "/a/x") {
+            Err(GatewayError::MethodNotAllowed { allow }) => assert_eq!(allow, "GET, HEAD, POST"),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(t.find(&Method::PUT, "/b/x").unwrap(), 2);
+        assert_eq!(t.find(&Method::GET, "/b/x").unwrap(), 4, "a route naming the method beats the catch-all");
+        assert_eq!(t.find(&Method::DELETE, "/b/x").unwrap(), 3);
+    }
+
+    #[test]
+    fn unsafe_paths_are_400_with_their_class() {
+        let routes = vec![route("/", None, None)];
+        let t = RouteTable::new(&routes);
+        for (p, reason) in
+            [("/sales//admin/users", "empty_segment"), ("/a/%61", "encoded_unreserved"), ("/a;b", "semicolon_in_path")]
+        {
+            match t.find(&Method::GET, p) {
+                Err(GatewayError::BadRequest { reason: got }) => assert_eq!(got, reason, "{p}"),
+                other => panic!("{p}: {other:?}"),
+            }
         }
     }
 
@@ -200,10 +215,19 @@ mod tests {
         let r = route("/sales/", Some("/sales/v2/"), None);
         assert_eq!(rewrite(&r, "", "/sales/orders/1", Some("a=1")), "/sales/v2/orders/1?a=1");
         assert_eq!(rewrite(&r, "/api", "/sales/", None), "/api/sales/v2/");
+        assert_eq!(rewrite(&r, "", "/SaLeS/orders", None), "/sales/v2/orders", "the prefix is replaced in any case");
         let r = route("/x", Some("/"), None);
         assert_eq!(rewrite(&r, "", "/x/y", None), "/y");
         assert_eq!(rewrite(&r, "", "/x", None), "/");
+        assert_eq!(rewrite(&r, "", "/X/y", None), "/y");
         let r = route("/keep/", None, None);
         assert_eq!(rewrite(&r, "", "/keep/a", None), "/keep/a");
+        assert_eq!(rewrite(&r, "", "/KEEP/a", None), "/keep/a", "the configured spelling reaches the upstream");
+        let r = route("/sales/", Some("/v2"), None);
+        assert_eq!(rewrite(&r, "", "/sales/a", None), "/v2/a", "slashes join once");
+        assert_eq!(rewrite(&r, "", "/sales/", None), "/v2/");
+        let r = route("/a", Some("/b/"), None);
+        assert_eq!(rewrite(&r, "", "/a", None), "/b/");
+        assert_eq!(rewrite(&r, "", "/a/c", None), "/b/c");
     }
 }

@@ -377,7 +377,7 @@ async fn body_and_header_limits() {
     // Content-Length over the limit: refused before anything is forwarded.
     let got = send(
         &c,
-        authed(Method::POST, &url("/reports/x"), "d", "").body(Full::new(Bytes::from(vec![b'a'; 2048]))).unwrap(),
+        authed(Method::POST, &url("/files/x"), "d", "").body(Full::new(Bytes::from(vec![b'a'; 2048]))).unwrap(),
     )
     .await;
     got.problem(413);
@@ -396,7 +396,7 @@ async fn body_and_header_limits() {
             }
         }
     });
-    let req = Request::post(url("/reports/x/echo-body"))
+    let req = Request::post(url("/files/x/echo-body"))
         .header("authorization", format!("Bearer {}", token("d")))
         .body(body)
         .unwrap();
@@ -407,7 +407,7 @@ async fn body_and_header_limits() {
     // Headers over max_header_bytes.
     let big = "v".repeat(3000);
     let got =
-        send(&c, authed(Method::GET, &url("/reports/x"), "d", "").header("x-big", big).body(Full::default()).unwrap())
+        send(&c, authed(Method::GET, &url("/files/x"), "d", "").header("x-big", big).body(Full::default()).unwrap())
             .await;
     got.problem(431);
     // Nothing but the streamed request (which started before the limit hit) reached the upstream.
@@ -591,7 +591,7 @@ async fn large_upload_streams_with_flat_memory() {
     let body = http_body_util::StreamBody::new(stream);
     let c = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new()).build_http();
     let before = rss_kib();
-    let req = Request::post(format!("http://{}/reports/discard", running.proxy_addr))
+    let req = Request::post(format!("http://{}/files/discard", running.proxy_addr))
         .header("authorization", format!("Bearer {}", token("d")))
         .body(body)
         .unwrap();

@@ -18,13 +18,7 @@ use http_body_util::Full;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
-use std::{
-    convert::Infallible,
-    io::{BufRead, BufReader},
-    net::SocketAddr,
-    process::{Command, Stdio},
-    time::{Duration, Instant},
-};
+use std::{convert::Infallible, net::SocketAddr, process::Command, time::Duration};
 use support::*;
 use tokio::net::TcpListener;
 
@@ -466,40 +460,8 @@ allow = {{ pipelines = ["sales_*"] }}
 /// `airgate demo --port 0`: every printed curl command does what its comment says.
 #[test]
 fn the_demo_commands_work_as_printed() {
-    let mut child = airgate()
-        .args(["--log-format", "json", "demo", "--port", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let stdout = child.stdout.take().unwrap();
-    let _guard = Kill(child);
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        // Reads the banner, then keeps draining (audit records follow on stdout).
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            let _ = tx.send(line);
-        }
-    });
-    let mut curls = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx.recv_timeout(left).expect("the demo did not print its commands in time");
-        if line.starts_with("curl") {
-            curls.push(line);
-        } else if line.starts_with("# audit records follow") {
-            break;
-        }
-    }
+    let demo = support::Demo::spawn();
+    let curls = demo.curls();
     assert!(curls.len() >= 4, "{curls:#?}");
     let sh = |cmd: &str| {
         let out = Command::new("sh").arg("-c").arg(cmd).output().unwrap();

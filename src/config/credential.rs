@@ -290,6 +290,7 @@ fn secret_ref(value: Option<String>, at: &str, key: &str, p: &mut Problems) -> O
 
 fn authority(text: &str, at: &str, p: &mut Problems) -> Option<Url> {
     match Url::parse(text) {
+        Ok(url) if !super::urls::refuse_userinfo(&url, &join(at, "authority_host"), p) => None,
         Ok(url) if url.scheme() == "https" && url.host().is_some() => Some(url),
         _ => {
             p.push(join(at, "authority_host"), "must be an https URL such as \"https://login.microsoftonline.us\"");
@@ -300,6 +301,7 @@ fn authority(text: &str, at: &str, p: &mut Problems) -> Option<Url> {
 
 fn transport(ca_file: Option<PathBuf>, imds_endpoint: Option<String>, at: &str, p: &mut Problems) -> IdentityTransport {
     let imds_endpoint = imds_endpoint.and_then(|text| match Url::parse(&text) {
+        Ok(url) if !super::urls::refuse_userinfo(&url, &join(at, "imds_endpoint"), p) => None,
         Ok(url) if url.scheme() == "http" && url.host().is_some() && matches!(url.path(), "" | "/") => Some(url),
         _ => {
             p.push(join(at, "imds_endpoint"), "must be an http://host:port URL (testing only)");

@@ -384,10 +384,20 @@ fn key_source(raw: &RawIssuer, at: &str, p: &mut Problems) -> Option<KeySource> 
     let mut bad = false;
     let mut url = |key: &'static str, value: &Option<String>, p: &mut Problems| -> Option<Url> {
         let text = value.as_deref()?;
+        // Never echoed: the query may be a SAS token, the userinfo a password.
         match Url::parse(text) {
+            Ok(u) if !super::urls::refuse_userinfo(&u, &join(at, key), p) => {
+                bad = true;
+                None
+            }
             Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Some(u),
-            _ => {
-                p.push(join(at, key), format!("not an http(s) URL: {text:?}"));
+            Ok(u) => {
+                p.push(join(at, key), format!("not an http(s) URL: {}", super::urls::Redacted(&u)));
+                bad = true;
+                None
+            }
+            Err(e) => {
+                p.push(join(at, key), format!("not a URL ({e})"));
                 bad = true;
                 None
             }

@@ -13,6 +13,7 @@ pub mod raw;
 mod secret;
 mod summary;
 pub mod units;
+pub mod urls;
 
 pub use problems::{Problem, Problems};
 pub use secret::{Secret, SecretRef};
@@ -310,6 +311,7 @@ fn from_table(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
         .filter_map(|(at, v)| route_section(section(v, &at, p)?, &at, &upstreams, &rate_limits, &issuer_names, p))
         .collect();
     unique(routes.iter().map(|r| &*r.name), "routes", p);
+    prefixes_differing_in_case(&routes, p);
 
     Some(Config { server, admin, audit, issuers, upstreams, routes, rate_limits, metrics, warnings, source: None })
 }
@@ -459,7 +461,8 @@ fn upstream_section(raw: raw::RawUpstream, at: &str, p: &mut Problems) -> Option
     let uri: Uri = match url.parse() {
         Ok(u) => u,
         Err(_) => {
-            p.push(join(at, "url"), format!("not a URL: {url:?}"));
+            // Not echoed: a mistyped URL may hold a password.
+            p.push(join(at, "url"), "not a URL");
             return None;
         }
     };
@@ -491,6 +494,38 @@ fn upstream_section(raw: raw::RawUpstream, at: &str, p: &mut Problems) -> Option
     })
 }
 
+/// A prefix the route table can match: a path airgate would accept from a client (no `//`,
+/// `..`, `;`, needless percent-encoding, …), so that no request can meet it in another spelling.
+fn route_path(value: &str, at: &str, p: &mut Problems) {
+    if !value.starts_with('/') {
+        p.push(at, "must start with `/`");
+    } else if !value.is_ascii() {
+        p.push(at, "must be ASCII: percent-encode other characters as UTF-8 (`caf%C3%A9`)");
+    } else if let Err(e) = crate::path::check(value) {
+        p.push(at, format!("is a path form airgate refuses in requests: {e}"));
+    }
+}
+
+/// Prefixes match ignoring ASCII case, so two that differ only in case would be one prefix with
+/// two spellings: refused, naming the later route.
+fn prefixes_differing_in_case(routes: &[Route], p: &mut Problems) {
+    for (i, route) in routes.iter().enumerate() {
+        let other = routes[..i]
+            .iter()
+            .position(|r| r.path_prefix != route.path_prefix && r.path_prefix.eq_ignore_ascii_case(&route.path_prefix));
+        if let Some(j) = other {
+            p.push(
+                format!("routes[{i}].path_prefix"),
+                format!(
+                    "{:?} differs from routes[{j}].path_prefix {:?} only in case; prefixes ignore ASCII case, \
+                     so spell them the same",
+                    route.path_prefix, routes[j].path_prefix
+                ),
+            );
+        }
+    }
+}
+
 fn route_section(
     raw: raw::RawRoute,
     at: &str,
@@ -501,15 +536,10 @@ fn route_section(
 ) -> Option<Route> {
     let name = required(raw.name, at, "name", p);
     let prefix = required(raw.path_prefix, at, "path_prefix", p);
-    if let Some(prefix) = &prefix
-        && !prefix.starts_with('/')
-    {
-        p.push(join(at, "path_prefix"), "must start with `/`");
-    }
-    if let Some(rewrite) = &raw.rewrite_prefix
-        && !rewrite.starts_with('/')
-    {
-        p.push(join(at, "rewrite_prefix"), "must start with `/`");
+    for (key, value) in [("path_prefix", &prefix), ("rewrite_prefix", &raw.rewrite_prefix)] {
+        if let Some(value) = value {
+            route_path(value, &join(at, key), p);
+        }
     }
     let methods = raw.methods.map(|list| {
         list.iter()
@@ -585,6 +615,37 @@ mod tests {
         assert!(got.iter().any(|p| p.starts_with("routes[0].path_prefix")), "{got:?}");
         assert!(got.iter().any(|p| p.starts_with("routes[0].upstream") && p.contains("no upstream named")), "{got:?}");
         assert!(got.iter().any(|p| p.starts_with("routes[0].allow") && p.contains("required")), "{got:?}");
+    }
+
+    const ROUTES: &str = "[[upstreams]]\nname = \"a\"\nurl = \"http://x\"\n";
+
+    fn route(name: &str, prefix: &str, extra: &str) -> String {
+        format!(
+            "[[routes]]\nname = \"{name}\"\npath_prefix = \"{prefix}\"\nupstream = \"a\"\nallow = {{ pipelines = [\"*\"] }}\n{extra}\n"
+        )
+    }
+
+    #[test]
+    fn prefixes_differing_only_in_case_are_refused() {
+        let got = problems(&format!("{ROUTES}{}{}", route("a", "/sales/", ""), route("b", "/Sales/", "")));
+        assert!(got.iter().any(|p| p.starts_with("routes[1].path_prefix") && p.contains("only in case")), "{got:?}");
+        // The same prefix twice, chosen by method, is fine.
+        let same = format!(
+            "{ROUTES}{}{}",
+            route("a", "/sales/", "methods = [\"GET\"]"),
+            route("b", "/sales/", "methods = [\"POST\"]")
+        );
+        assert_eq!(problems(&same), Vec::<String>::new());
+    }
+
+    #[test]
+    fn prefixes_must_be_paths_a_request_could_match() {
+        for bad in ["/a//b/", "/a/../b", "/a;b/", "/%61/", "/a./", "/café/"] {
+            let got = problems(&format!("{ROUTES}{}", route("a", bad, "")));
+            assert!(got.iter().any(|p| p.starts_with("routes[0].path_prefix")), "{bad}: {got:?}");
+        }
+        let got = problems(&format!("{ROUTES}{}", route("a", "/a/", "rewrite_prefix = \"/b//\"")));
+        assert!(got.iter().any(|p| p.starts_with("routes[0].rewrite_prefix")), "{got:?}");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The one-screen summary `airgate check` prints for a valid configuration.
 
-use super::Config;
+use super::{Config, issuer::KeySource, urls::Redacted};
 use std::fmt::Write;
 
 /// Renders listeners, issuers, upstreams, routes and rate policies; never a secret.
@@ -9,6 +9,15 @@ pub fn summary(c: &Config) -> String {
     let tls = if c.server.tls.is_some() { " (TLS)" } else { "" };
     let _ = writeln!(s, "listeners: proxy {}{tls}, admin {}", c.server.listen, c.admin.listen);
     let _ = writeln!(s, "issuers ({}): {}", c.issuers.len(), names(c.issuers.iter().map(|i| &*i.name)));
+    for i in &c.issuers {
+        let _ = match &i.keys {
+            KeySource::JwksUrl(u) => writeln!(s, "  {} keys: jwks_url {}", i.name, Redacted(u)),
+            KeySource::Discovery(u) => writeln!(s, "  {} keys: discovery_url {}", i.name, Redacted(u)),
+            KeySource::JwksFile(path) => writeln!(s, "  {} keys: jwks_file {}", i.name, path.display()),
+            KeySource::SharedSecret(_) => writeln!(s, "  {} keys: shared_secret", i.name),
+            KeySource::SigningKey(_) => writeln!(s, "  {} keys: signing_key", i.name),
+        };
+    }
     let _ = writeln!(s, "upstreams ({}):", c.upstreams.len());
     for u in &c.upstreams {
         let _ = writeln!(s, "  {} -> {}://{}{}", u.name, u.scheme, u.authority, u.base_path);

@@ -8,6 +8,7 @@
 //! loaded once.
 
 use super::mint::SigningKey;
+use crate::config::urls::Redacted;
 use crate::{
     config::issuer::{Issuer, KeySource, is_hmac},
     metrics::Metrics,
@@ -479,13 +480,13 @@ impl KeyStore {
         let Source::Remote { client, url, discovery } = &self.source else { return None };
         let result = async {
             let jwks_url = if *discovery {
-                let doc = get(client, url.as_str()).await?;
+                let doc = get(client, url).await?;
                 #[derive(Deserialize)]
                 struct Discovery {
                     jwks_uri: String,
                 }
-                let d: Discovery =
-                    serde_json::from_slice(&doc.body).map_err(|e| format!("discovery document from {url}: {e}"))?;
+                let d: Discovery = serde_json::from_slice(&doc.body)
+                    .map_err(|e| format!("discovery document from {}: {e}", Redacted(url)))?;
                 let u = Url::parse(&d.jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
                 if !matches!(u.scheme(), "http" | "https") {
                     return Err("jwks_uri is not http(s)".to_owned());
@@ -494,8 +495,9 @@ impl KeyStore {
             } else {
                 url.clone()
             };
-            let fetched = get(client, jwks_url.as_str()).await?;
-            let keys = parse_jwks(&self.name, &fetched.body, self.allowed).map_err(|e| format!("{jwks_url}: {e}"))?;
+            let fetched = get(client, &jwks_url).await?;
+            let keys = parse_jwks(&self.name, &fetched.body, self.allowed)
+                .map_err(|e| format!("{}: {e}", Redacted(&jwks_url)))?;
             Ok::<_, String>((keys, max_age(&fetched.headers)))
         }
         .await;
@@ -590,14 +592,14 @@ fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
     Some((meta.modified().ok()?, meta.len()))
 }
 
-async fn get(client: &FetchClient, url: &str) -> Result<crate::upstream::client::Fetched, String> {
-    let req = Request::get(url)
+async fn get(client: &FetchClient, url: &Url) -> Result<crate::upstream::client::Fetched, String> {
+    let req = Request::get(url.as_str())
         .header(header::ACCEPT, "application/json")
         .body(Full::new(Bytes::new()))
-        .map_err(|e| format!("{url}: {e}"))?;
-    let resp = fetch(client, req, FETCH_TIMEOUT, MAX_DOCUMENT).await.map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{}: {e}", Redacted(url)))?;
+    let resp = fetch(client, req, FETCH_TIMEOUT, MAX_DOCUMENT).await.map_err(|e| format!("{}: {e}", Redacted(url)))?;
     if !resp.status.is_success() {
-        return Err(format!("{url}: HTTP {}", resp.status));
+        return Err(format!("{}: HTTP {}", Redacted(url), resp.status));
     }
     Ok(resp)
 }

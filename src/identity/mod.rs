@@ -316,7 +316,7 @@ impl Authenticator {
         }
         // Team-level trust: the token proves the principal; the principal names the pipeline.
         let pipeline = single_header(headers, &X_DAG)
-            .filter(|p| !p.is_empty() && p.len() <= 250)
+            .filter(|p| is_dag_id(p))
             .ok_or_else(|| Rejection::forbidden(reason::MISSING_PIPELINE_HEADER, name))?;
         let granted =
             identity.principal.as_deref().and_then(|p| issuer.grant(p)).is_some_and(|globs| globs.is_match(pipeline));
@@ -359,6 +359,13 @@ impl Authenticator {
 /// Every value of `header` equals `claim` (no values: nothing asserted).
 fn assertion_holds(headers: &HeaderMap, header: &HeaderName, claim: Option<&str>) -> bool {
     headers.get_all(header).iter().all(|v| claim.is_some_and(|c| v.as_bytes() == c.as_bytes()))
+}
+
+/// A DAG id as Airflow allows it: 1–250 of `[A-Za-z0-9_.-]` (so never a list, never a glob).
+/// Header-named pipelines are metric labels and rate-limit keys: only real DAG ids may mint them.
+fn is_dag_id(value: &str) -> bool {
+    (1..=250).contains(&value.len())
+        && value.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 /// The one value of `header` as visible ASCII text; `None` when absent, repeated or not text.

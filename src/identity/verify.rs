@@ -523,6 +523,8 @@ mod tests {
         }
         // Repeated header with one wrong value.
         assert!(f.run(&t, &[("x-airflow-dag-id", "sales_daily"), ("x-airflow-dag-id", "x")]).await.is_err());
+        // `_` spellings are not assertions: never read (the rewrite strips them).
+        assert!(f.run(&t, &[("x_airflow_dag_id", "finance"), ("X-Airflow_Task-Id", "other")]).await.is_ok());
     }
 
     #[tokio::test]
@@ -541,6 +543,26 @@ mod tests {
         assert_eq!(id.task.as_deref(), Some("t1"));
         assert_eq!(f.run(&t, &[("x-airflow-dag-id", "finance")]).await.unwrap_err().1, reason::PIPELINE_NOT_GRANTED);
         assert_eq!(f.run(&t, &[]).await.unwrap_err().1, reason::MISSING_PIPELINE_HEADER);
+        // Only one header holding one DAG id names the pipeline (contract §2); an `_` spelling is
+        // not the header at all.
+        let long = format!("sales_{}", "s".repeat(245));
+        for bad in [
+            &[("x-airflow-dag-id", "sales_a"), ("x-airflow-dag-id", "sales_b")][..],
+            &[("x-airflow-dag-id", "sales_a,sales_b")],
+            &[("x-airflow-dag-id", "sales_a, sales_b")],
+            &[("x-airflow-dag-id", "sales_*")],
+            &[("x-airflow-dag-id", "sales a")],
+            &[("x-airflow-dag-id", "sales/a")],
+            &[("x-airflow-dag-id", "")],
+            &[("x-airflow-dag-id", long.as_str())],
+            &[("x_airflow_dag_id", "sales_a")],
+            &[("x-airflow_dag-id", "sales_a")],
+        ] {
+            assert_eq!(f.run(&t, bad).await.unwrap_err().1, reason::MISSING_PIPELINE_HEADER, "{bad:?}");
+        }
+        let ok = format!("sales_{}", "s".repeat(244));
+        assert_eq!(f.run(&t, &[("x-airflow-dag-id", &ok)]).await.unwrap().pipeline, ok);
+        assert_eq!(f.run(&t, &[("x-airflow-dag-id", "sales_A-1.b")]).await.unwrap().pipeline, "sales_A-1.b");
         // Claims the token does carry are still assertions.
         assert_eq!(
             f.run(&t, &[("x-airflow-dag-id", "sales_a"), ("x-airflow-run-id", "other")]).await.unwrap_err().1,

@@ -1,22 +1,16 @@
-//! Header rewriting between client and upstream (contract §3): hop-by-hop and `Proxy-*` removal
-//! (RFC 9110 §7.6.1, including names listed in `Connection`), the inbound `Authorization` and
-//! `X-Airflow-*` stripped, and the gateway's own headers set from verified facts only.
+//! Header rewriting between client and upstream (contract §3): what is stripped is one static
+//! table ([`STRIPPED`]) matched against every inbound name with `_` read as `-` (so
+//! `X_Airflow_Dag_Id` is `X-Airflow-Dag-Id`, as WSGI/CGI servers read it); hop-by-hop headers
+//! (RFC 9110 §7.6.1, including names listed in `Connection`) go both ways; the gateway's own
+//! headers are set from verified facts only, identity values percent-encoded when not visible
+//! ASCII.
 
 use crate::identity::Identity;
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use ipnet::IpNet;
+use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
+use smallvec::SmallVec;
 use std::net::IpAddr;
-
-/// Hop-by-hop headers that never cross a proxy, whatever `Connection` says.
-const HOP_BY_HOP: [HeaderName; 7] = [
-    header::CONNECTION,
-    HeaderName::from_static("keep-alive"),
-    HeaderName::from_static("proxy-connection"),
-    header::TE,
-    header::TRAILER,
-    header::TRANSFER_ENCODING,
-    header::UPGRADE,
-];
 
 /// `X-Airflow-*` headers the gateway sets from the verified identity.
 pub const X_AIRFLOW_DAG_ID: HeaderName = HeaderName::from_static("x-airflow-dag-id");
@@ -37,28 +31,147 @@ const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
-/// Removes hop-by-hop headers, including every name listed in `Connection`, and `Proxy-*`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    // Names listed in Connection must be collected before Connection itself goes.
-    let listed: Vec<HeaderName> = headers
-        .get_all(header::CONNECTION)
+/// What happens to an inbound header toward the upstream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Class {
+    /// Hop-by-hop: removed in both directions.
+    Hop,
+    /// Removed from every request (credentials, assertions, URL and method overrides).
+    Always,
+    /// Client-address claims: removed unless the peer is a trusted proxy.
+    Untrusted,
+    /// Set or checked by the gateway (or the HTTP library) itself: the `-` spelling is handled
+    /// there, an `_` spelling is removed so that no upstream reads it as the real one.
+    Managed,
+}
+
+/// Every name the rewrite knows, lowercase with `-`. Name prefixes are in [`STRIPPED_PREFIXES`].
+const STRIPPED: [(&str, Class); 41] = [
+    // RFC 9110 §7.6.1, plus the names HTTP/1 upgrades and old proxies use.
+    ("connection", Class::Hop),
+    ("keep-alive", Class::Hop),
+    ("proxy-connection", Class::Hop),
+    ("te", Class::Hop),
+    ("trailer", Class::Hop),
+    ("transfer-encoding", Class::Hop),
+    ("upgrade", Class::Hop),
+    ("http2-settings", Class::Hop),
+    // The caller's credential never reaches the upstream.
+    ("authorization", Class::Always),
+    // URL and method overrides (IIS/ASP.NET, Symfony, Rails/Rack, Spring, Express middleware):
+    // they would make the upstream serve another path or method than the one airgate authorised.
+    ("x-original-url", Class::Always),
+    ("x-rewrite-url", Class::Always),
+    ("x-original-uri", Class::Always),
+    ("x-forwarded-uri", Class::Always),
+    ("x-http-method-override", Class::Always),
+    ("x-http-method", Class::Always),
+    ("x-method-override", Class::Always),
+    // Client-address and scheme claims only a trusted proxy may make.
+    ("x-real-ip", Class::Untrusted),
+    ("true-client-ip", Class::Untrusted),
+    ("x-client-ip", Class::Untrusted),
+    ("x-forwarded-port", Class::Untrusted),
+    ("x-forwarded-prefix", Class::Untrusted),
+    ("x-forwarded-server", Class::Untrusted),
+    ("x-forwarded", Class::Untrusted),
+    ("forwarded-for", Class::Untrusted),
+    ("x-original-forwarded-for", Class::Untrusted),
+    ("x-cluster-client-ip", Class::Untrusted),
+    ("cf-connecting-ip", Class::Untrusted),
+    ("fastly-client-ip", Class::Untrusted),
+    ("x-azure-clientip", Class::Untrusted),
+    ("x-azure-socketip", Class::Untrusted),
+    ("x-forwarded-scheme", Class::Untrusted),
+    ("x-forwarded-ssl", Class::Untrusted),
+    ("x-url-scheme", Class::Untrusted),
+    ("front-end-https", Class::Untrusted),
+    // Set by the gateway below or by the HTTP library.
+    ("host", Class::Managed),
+    ("content-length", Class::Managed),
+    ("forwarded", Class::Managed),
+    ("x-forwarded-for", Class::Managed),
+    ("x-forwarded-proto", Class::Managed),
+    ("x-forwarded-host", Class::Managed),
+    ("x-request-id", Class::Managed),
+];
+
+/// Name prefixes stripped in any spelling: `Proxy-*` both ways, `X-Airflow-*` toward the upstream.
+const STRIPPED_PREFIXES: [(&str, Class); 2] = [("proxy-", Class::Hop), ("x-airflow-", Class::Always)];
+
+/// Headers the gateway sets whose `_` spellings are also removed (beyond [`STRIPPED`]).
+const MANAGED_EXTRA: [&str; 3] = ["traceparent", "tracestate", "ocp-apim-subscription-key"];
+
+/// `name` (lowercase, as `HeaderName` stores it) equals `canonical` with `_` read as `-`.
+fn same_name(name: &[u8], canonical: &[u8]) -> bool {
+    name.len() == canonical.len() && name.iter().zip(canonical).all(|(n, c)| n == c || (*n == b'_' && *c == b'-'))
+}
+
+/// The class of an inbound header name; `None` for names the rewrite leaves alone.
+fn classify(name: &str) -> Option<Class> {
+    let n = name.as_bytes();
+    for (prefix, class) in &STRIPPED_PREFIXES {
+        if n.len() >= prefix.len() && same_name(&n[..prefix.len()], prefix.as_bytes()) {
+            return Some(*class);
+        }
+    }
+    STRIPPED
+        .iter()
+        .find(|(c, _)| same_name(n, c.as_bytes()))
+        .map(|(_, class)| *class)
+        .or_else(|| MANAGED_EXTRA.iter().any(|c| same_name(n, c.as_bytes())).then_some(Class::Managed))
+}
+
+/// `name` is listed in one of the `Connection` header values.
+fn listed_in(connection: &http::header::GetAll<'_, HeaderValue>, name: &HeaderName) -> bool {
+    connection
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
+}
+
+/// Removes every header `doomed` picks and every name listed in `Connection`. The names are
+/// gathered first (listed names must be read before `Connection` goes); a handful fit on the
+/// stack, so a usual request allocates nothing here.
+fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName, Option<Class>) -> bool) {
+    let connection = headers.get_all(header::CONNECTION);
+    let names: SmallVec<[HeaderName; 8]> = headers
+        .keys()
+        .filter(|name| doomed(name, classify(name.as_str())) || listed_in(&connection, name))
+        .cloned()
         .collect();
-    for name in listed {
+    for name in names {
         headers.remove(name);
     }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
-    }
-    if headers.keys().any(|k| k.as_str().starts_with("proxy-")) {
-        let proxy: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("proxy-")).cloned().collect();
-        for name in proxy {
-            headers.remove(name);
-        }
-    }
+}
+
+/// Removes hop-by-hop headers, including every name listed in `Connection`, and `Proxy-*`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    remove_where(headers, |_, class| class == Some(Class::Hop));
+}
+
+/// Removes what must not reach the upstream from a request (contract §3): hop-by-hop,
+/// `Proxy-*`, `Authorization`, `X-Airflow-*`, URL and method overrides, client-address claims
+/// unless `trusted_peer`, and `_` spellings of the headers the gateway sets.
+pub fn strip_inbound(headers: &mut HeaderMap, trusted_peer: bool) {
+    remove_where(headers, |name, class| match class {
+        None => false,
+        Some(Class::Hop | Class::Always) => true,
+        // A trusted proxy sets the `-` spelling; an `_` one is the client's, passed through.
+        Some(Class::Untrusted) => !trusted_peer || name.as_str().contains('_'),
+        Some(Class::Managed) => name.as_str().contains('_'),
+    });
+}
+
+/// Characters of an `X-Airflow-*` value sent percent-encoded: everything outside visible ASCII
+/// (0x21–0x7E; bytes past ASCII are always encoded) and `%` itself.
+const IDENTITY_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'%');
+
+/// An identity value as sent upstream: percent-encoded as [`IDENTITY_VALUE`] says.
+pub fn identity_value(value: &str) -> Option<HeaderValue> {
+    let encoded: std::borrow::Cow<'_, str> = utf8_percent_encode(value, IDENTITY_VALUE).into();
+    HeaderValue::from_str(&encoded).ok()
 }
 
 /// What the client connection tells us, for `X-Forwarded-*`.
@@ -107,15 +220,10 @@ pub fn to_upstream(
     request_id: &HeaderValue,
     traceparent: Option<HeaderValue>,
 ) {
-    strip_hop_by_hop(headers);
-    headers.remove(header::AUTHORIZATION);
-    headers.remove(header::HOST);
-    let airflow: Vec<HeaderName> = headers.keys().filter(|k| k.as_str().starts_with("x-airflow-")).cloned().collect();
-    for name in airflow {
-        headers.remove(name);
-    }
-
     let trusted_peer = is_trusted(peer.ip, trusted);
+    strip_inbound(headers, trusted_peer);
+    headers.remove(header::HOST);
+
     let peer_ip = HeaderValue::from_str(&peer.ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""));
     if trusted_peer {
         let prior: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
@@ -152,7 +260,7 @@ pub fn to_upstream(
 }
 
 fn set_text(headers: &mut HeaderMap, name: HeaderName, value: Option<&str>) {
-    if let Some(v) = value.and_then(|v| HeaderValue::from_str(v).ok()) {
+    if let Some(v) = value.and_then(identity_value) {
         headers.insert(name, v);
     }
 }
@@ -242,6 +350,116 @@ mod tests {
         strip_hop_by_hop(&mut h);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-keep"));
+    }
+
+    /// Every stripped name in its `-`, `_` and mixed spellings, in any case.
+    fn spellings(name: &str) -> Vec<String> {
+        let upper: String = name
+            .split('-')
+            .map(|w| {
+                let mut c = w.chars();
+                c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+            })
+            .collect::<Vec<_>>()
+            .join("-");
+        let mut mixed = upper.clone();
+        if let Some(i) = mixed.rfind('-') {
+            mixed.replace_range(i..=i, "_");
+        }
+        vec![name.to_owned(), name.replace('-', "_"), upper.replace('-', "_"), mixed, upper]
+    }
+
+    #[test]
+    fn no_stripped_name_survives_in_any_spelling() {
+        let always = [
+            "authorization",
+            "x-airflow-dag-id",
+            "x-airflow-task-id",
+            "x-airflow-anything-else",
+            "x-original-url",
+            "x-rewrite-url",
+            "x-http-method-override",
+            "x-http-method",
+            "x-method-override",
+            "proxy-authorization",
+            "keep-alive",
+            "transfer-encoding",
+            "te",
+            "upgrade",
+        ];
+        let client_address = [
+            "x-real-ip",
+            "true-client-ip",
+            "x-client-ip",
+            "x-forwarded-port",
+            "x-forwarded-prefix",
+            "x-forwarded-server",
+        ];
+        for trusted in [false, true] {
+            for name in always.iter().chain(&client_address) {
+                for spelling in spellings(name) {
+                    let mut h = map(&[(&spelling, "v"), ("x-keep", "1"), ("x_keep_too", "1")]);
+                    strip_inbound(&mut h, trusted);
+                    let survives = h.keys().any(|k| k.as_str() != "x-keep" && k.as_str() != "x_keep_too");
+                    let should = trusted && client_address.contains(name) && !spelling.contains('_');
+                    assert_eq!(survives, should, "{spelling} (trusted peer: {trusted}): {h:?}");
+                    assert!(h.contains_key("x-keep") && h.contains_key("x_keep_too"), "{spelling}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn managed_names_lose_only_their_underscore_spellings() {
+        let mut h = map(&[
+            ("x-request-id", "abc"),
+            ("x_request_id", "evil"),
+            ("x_forwarded_for", "203.0.113.1"),
+            ("X_Forwarded_Proto", "https"),
+            ("ocp_apim_subscription_key", "stolen"),
+            ("content_length", "0"),
+            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+        ]);
+        strip_inbound(&mut h, true);
+        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        assert_eq!(left, ["x-request-id", "traceparent"], "{h:?}");
+    }
+
+    #[test]
+    fn underscore_assertions_do_not_reach_the_upstream() {
+        let identity = Identity { pipeline: "sales_daily".into(), ..Identity::default() };
+        let mut h = map(&[("X_Airflow_Dag_Id", "finance"), ("X-Airflow_Dag-Id", "finance"), ("x-airflow-team", "x")]);
+        let peer = Peer { ip: "192.0.2.1".parse().unwrap(), tls: false };
+        to_upstream(&mut h, &identity, peer, &[], None, &HeaderValue::from_static("r"), None);
+        let airflow: Vec<(&str, &HeaderValue)> = h
+            .iter()
+            .filter(|(k, _)| k.as_str().replace('_', "-").starts_with("x-airflow-"))
+            .map(|(k, v)| (k.as_str(), v))
+            .collect();
+        assert_eq!(airflow, [("x-airflow-dag-id", &HeaderValue::from_static("sales_daily"))]);
+    }
+
+    #[test]
+    fn identity_values_outside_visible_ascii_are_percent_encoded() {
+        for (raw, sent) in [
+            ("sales_daily", "sales_daily"),
+            ("manual__2026-11-30T00:00:00+00:00", "manual__2026-11-30T00:00:00+00:00"),
+            ("a b", "a%20b"),
+            ("caf\u{e9}", "caf%C3%A9"),
+            ("100%", "100%25"),
+            ("tab\there", "tab%09here"),
+            ("del\u{7f}", "del%7F"),
+            ("\u{1F600}", "%F0%9F%98%80"),
+        ] {
+            assert_eq!(identity_value(raw).unwrap(), sent, "{raw:?}");
+        }
+        let identity =
+            Identity { pipeline: "ventes d\u{e9}j\u{e0}".into(), task: Some("t 1".into()), ..Identity::default() };
+        let mut h = HeaderMap::new();
+        let peer = Peer { ip: "192.0.2.1".parse().unwrap(), tls: false };
+        to_upstream(&mut h, &identity, peer, &[], None, &HeaderValue::from_static("r"), None);
+        assert_eq!(h["x-airflow-dag-id"], "ventes%20d%C3%A9j%C3%A0");
+        assert_eq!(h["x-airflow-task-id"], "t%201");
     }
 
     #[test]

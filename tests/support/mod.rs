@@ -30,6 +30,8 @@ pub struct Seen {
     pub version: http::Version,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// Request trailers, when any arrived.
+    pub trailers: Option<HeaderMap>,
     /// When the upstream had read the request.
     pub at: std::time::SystemTime,
 }
@@ -77,7 +79,13 @@ async fn upstream_answer(
         }
         return Ok(Response::new(Full::new(Bytes::from(n.to_string()))));
     }
-    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let (body, trailers) = match body.collect().await {
+        Ok(collected) => {
+            let trailers = collected.trailers().cloned();
+            (collected.to_bytes(), trailers)
+        }
+        Err(_) => (Bytes::new(), None),
+    };
     let path = parts.uri.path().to_owned();
     seen.lock().unwrap().push(Seen {
         method: parts.method.clone(),
@@ -85,6 +93,7 @@ async fn upstream_answer(
         version: parts.version,
         headers: parts.headers.clone(),
         body: body.clone(),
+        trailers,
         at: std::time::SystemTime::now(),
     });
     let mut status = StatusCode::OK;
@@ -551,4 +560,52 @@ pub fn counter_in(text: &str, line_start: &str) -> f64 {
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
         .unwrap_or(0.0)
+}
+
+/// A child `airgate demo --port 0` with its stdout lines on a channel (drained until it exits).
+pub struct Demo {
+    pub child: std::process::Child,
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Demo {
+    pub fn spawn() -> Demo {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_airgate"))
+            .args(["--log-format", "json", "demo", "--port", "0"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        // Reads the banner, then keeps draining (audit records follow on stdout).
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Demo { child, lines }
+    }
+
+    /// The printed `curl` commands, once the banner is complete (30 s at most).
+    pub fn curls(&self) -> Vec<String> {
+        let mut curls = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = self.lines.recv_timeout(left).expect("the demo did not print its commands in time");
+            if line.starts_with("curl") {
+                curls.push(line);
+            } else if line.starts_with("# audit records follow") {
+                return curls;
+            }
+        }
+    }
+}
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
