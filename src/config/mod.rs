@@ -72,6 +72,8 @@ pub struct Server {
     /// Deadline for a client to send a request head, also between keep-alive requests (slowloris
     /// guard and idle timeout).
     pub header_read_timeout: Duration,
+    /// An HTTP/2 connection with no open stream for this long is closed with GOAWAY.
+    pub idle_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// Peers whose `X-Forwarded-*` headers are believed.
@@ -391,6 +393,10 @@ fn server_section(raw: raw::RawServer, p: &mut Problems) -> Server {
     if max_header_bytes < 1024 {
         p.push("server.max_header_bytes", "must be at least 1KiB");
     }
+    let idle_timeout = duration_or(raw.idle_timeout, Duration::from_secs(60), at, "idle_timeout", p);
+    if idle_timeout.is_zero() {
+        p.push("server.idle_timeout", "must be more than 0s");
+    }
     let max_connections = raw.max_connections.unwrap_or(10_000);
     if max_connections == 0 {
         p.push("server.max_connections", "must be at least 1");
@@ -408,6 +414,7 @@ fn server_section(raw: raw::RawServer, p: &mut Problems) -> Server {
             "header_read_timeout",
             p,
         ),
+        idle_timeout,
         shutdown_grace: duration_or(raw.shutdown_grace, Duration::from_secs(30), at, "shutdown_grace", p),
         trusted_proxies,
         max_connections,
