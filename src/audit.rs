@@ -326,7 +326,7 @@ const CLIENT_CLOSED: http::StatusCode = match http::StatusCode::from_u16(499) {
 
 impl Record {
     /// An empty record (no allocation), left behind when a finished one is moved to the writer.
-    fn vacant(start: Instant) -> Self {
+    pub(crate) fn vacant(start: Instant) -> Self {
         Record {
             ts: SystemTime::UNIX_EPOCH,
             start,

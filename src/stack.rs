@@ -198,20 +198,11 @@ impl Gateway {
     pub fn refused_by_parser(&self, conn: ConnInfo, status: StatusCode, reason: &'static str) {
         let record = Record {
             ts: SystemTime::now(),
-            start: Instant::now(),
             request_id: headers::new_request_id(),
             outcome: Outcome::BadRequest,
             reason: Some(reason.into()),
-            status: 0,
-            method: None,
-            route: None,
-            path: String::new(),
-            upstream: None,
-            issuer: None,
-            identity: None,
             client_ip: conn.peer.ip(),
-            upstream_duration_ms: None,
-            trace_id: String::new(),
+            ..Record::vacant(Instant::now())
         };
         Pending::new(record, Arc::default(), self.auditor.clone()).answered(status);
     }

@@ -606,4 +606,17 @@ mod tests {
         let got = problems("[server]\nmax_connections = \"many\"\n");
         assert!(got.iter().any(|p| p.starts_with("server.max_connections (line 2")), "{got:?}");
     }
+
+    #[test]
+    fn idle_timeout_is_a_positive_duration_defaulting_to_a_minute() {
+        let got = problems("[server]\nidle_timeout = \"soon\"\n");
+        assert!(got.iter().any(|p| p.starts_with("server.idle_timeout") && p.contains("not a duration")), "{got:?}");
+        let got = problems("[server]\nidle_timeout = \"0s\"\n");
+        assert!(got.iter().any(|p| p.starts_with("server.idle_timeout") && p.contains("more than 0s")), "{got:?}");
+        let mut p = Problems::default();
+        let server = server_section(raw::RawServer::default(), &mut p);
+        assert_eq!(server.idle_timeout, Duration::from_secs(60));
+        let raw = raw::RawServer { idle_timeout: Some("90s".into()), ..Default::default() };
+        assert_eq!(server_section(raw, &mut p).idle_timeout, Duration::from_secs(90));
+    }
 }
