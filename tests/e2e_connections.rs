@@ -134,14 +134,47 @@ async fn silent_plain_connections_lose_their_slots_at_the_head_deadline() {
     let gw = gateway_with("max_connections = 4\nheader_read_timeout = \"1s\"", &up.url()).await;
     let addr = gw.running.proxy_addr;
     let started = Instant::now();
-    // Four ways to hold a slot without ever completing a request head.
+    // Ways to hold a slot without ever completing a request head (a dripped head: see below).
     let mut silent = TcpStream::connect(addr).await.unwrap();
     let mut half_preface = TcpStream::connect(addr).await.unwrap();
     half_preface.write_all(&PREFACE[..10]).await.unwrap();
     let mut settings_only = TcpStream::connect(addr).await.unwrap();
     settings_only.write_all(PREFACE).await.unwrap();
     settings_only.write_all(&frame(4, 0, 0, &[])).await.unwrap();
-    let dripper = tokio::spawn(async move {
+    let mut silent2 = TcpStream::connect(addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+
+    // Every slot is taken: this client waits in the backlog until the deadline frees one.
+    legitimate_client_is_served_after(
+        started,
+        Duration::from_secs(1),
+        raw(addr, authed_get("/reports/x").as_bytes(), Duration::from_secs(5)),
+    )
+    .await;
+
+    for (what, s) in [("silent", &mut silent), ("second silent", &mut silent2), ("half preface", &mut half_preface)] {
+        let open = closed_within(s, Duration::from_secs(2)).await;
+        assert!(open.is_some(), "the {what} connection is still open");
+    }
+    // The HTTP/2 peer that only sent SETTINGS is told to go away, then closed.
+    let mut kinds = Vec::new();
+    while let Ok(Some((kind, ..))) = tokio::time::timeout(Duration::from_secs(2), read_frame(&mut settings_only)).await
+    {
+        kinds.push(kind);
+    }
+    assert!(kinds.contains(&GOAWAY), "no GOAWAY for the SETTINGS-only peer: frame types {kinds:?}");
+    // Nothing here was a request: no audit record, no count.
+    let lines = gw.audit_lines(1).await;
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["status"], 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dripped_head_is_cut_at_the_deadline() {
+    let up = upstream().await;
+    let gw = gateway_with("header_read_timeout = \"1s\"", &up.url()).await;
+    let addr = gw.running.proxy_addr;
+    let dripper = async move {
         let mut s = TcpStream::connect(addr).await.unwrap();
         s.write_all(b"GET /reports/x HTTP/1.1\r\nhost: x\r\n").await.unwrap();
         let started = Instant::now();
@@ -156,41 +189,17 @@ async fn silent_plain_connections_lose_their_slots_at_the_head_deadline() {
             }
         }
         started.elapsed()
-    });
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    // Every slot is taken: this client waits in the backlog until the deadline frees one.
-    legitimate_client_is_served_after(
-        started,
-        Duration::from_secs(1),
-        raw(addr, authed_get("/reports/x").as_bytes(), Duration::from_secs(5)),
-    )
-    .await;
-
-    for (what, s) in [("silent", &mut silent), ("half preface", &mut half_preface)] {
-        let open = closed_within(s, Duration::from_secs(2)).await;
-        assert!(open.is_some(), "the {what} connection is still open");
-    }
-    // The HTTP/2 peer that only sent SETTINGS is told to go away, then closed.
-    let mut kinds = Vec::new();
-    while let Ok(Some((kind, ..))) = tokio::time::timeout(Duration::from_secs(2), read_frame(&mut settings_only)).await
-    {
-        kinds.push(kind);
-    }
-    assert!(kinds.contains(&GOAWAY), "no GOAWAY for the SETTINGS-only peer: frame types {kinds:?}");
-    let dripped = dripper.await.unwrap();
+    };
+    let dripped = dripper.await;
     assert!(dripped < Duration::from_secs(3), "the dripping peer was kept for {dripped:?}");
-    // Nothing here was a request: no audit record, no count.
-    let lines = gw.audit_lines(1).await;
-    assert_eq!(lines.len(), 1, "{lines:?}");
-    assert_eq!(lines[0]["status"], 200);
+    assert!(dripped >= Duration::from_millis(800), "cut before the deadline: {dripped:?}");
 }
 
 fn tls_config(pki: &Pki, dir: &std::path::Path) -> String {
     std::fs::write(dir.join("tls.crt"), &pki.cert_pem).unwrap();
     std::fs::write(dir.join("tls.key"), &pki.key_pem).unwrap();
     format!(
-        "tls = {{ cert = \"{}\", key = \"{}\" }}\nmax_connections = 3\nheader_read_timeout = \"1s\"",
+        "tls = {{ cert = \"{}\", key = \"{}\" }}\nmax_connections = 2\nheader_read_timeout = \"1s\"",
         dir.join("tls.crt").display(),
         dir.join("tls.key").display()
     )
@@ -210,11 +219,9 @@ async fn silent_tls_connections_lose_their_slots_at_the_head_deadline() {
     let gw = gateway_with(&tls_config(&pki, keys.path()), &up.url()).await;
     let addr = gw.running.proxy_addr;
     let started = Instant::now();
-    // Handshake done, then nothing — twice; and a ClientHello record header with nothing after.
+    // Handshake done, then nothing: both slots held.
     let mut after_handshake = tls_connect(addr, &pki).await;
     let mut after_handshake2 = tls_connect(addr, &pki).await;
-    let mut hello_only = TcpStream::connect(addr).await.unwrap();
-    hello_only.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     let legit = async {
@@ -228,7 +235,11 @@ async fn silent_tls_connections_lose_their_slots_at_the_head_deadline() {
 
     assert!(closed_within(&mut after_handshake, Duration::from_secs(2)).await.is_some());
     assert!(closed_within(&mut after_handshake2, Duration::from_secs(2)).await.is_some());
-    assert!(closed_within(&mut hello_only, Duration::from_secs(2)).await.is_some());
+    // A ClientHello record header with nothing after it never finishes the handshake.
+    let mut hello_only = TcpStream::connect(addr).await.unwrap();
+    hello_only.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01]).await.unwrap();
+    let open = closed_within(&mut hello_only, Duration::from_secs(3)).await.expect("ClientHello-only peer kept");
+    assert!(open >= Duration::from_millis(800), "closed before the deadline: {open:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
