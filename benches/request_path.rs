@@ -180,7 +180,7 @@ fn audit_serialise(c: &mut Criterion) {
         outcome: Outcome::Allowed,
         reason: None,
         status: 200,
-        method: http::Method::POST,
+        method: Some(http::Method::POST),
         route: Some("sales".into()),
         path: "/sales/orders/123".into(),
         upstream: Some("apim".into()),

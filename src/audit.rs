@@ -43,8 +43,8 @@ pub struct Record {
     pub reason: Option<Cow<'static, str>>,
     /// Status sent.
     pub status: u16,
-    /// Request method.
-    pub method: Method,
+    /// Request method (`None` when hyper's parser refused the request line).
+    pub method: Option<Method>,
     /// Route name, once matched.
     pub route: Option<Arc<str>>,
     /// Path (and query when `audit.include_query`).
@@ -70,7 +70,7 @@ struct Line<'a> {
     outcome: &'static str,
     reason: Option<&'a str>,
     status: u16,
-    method: &'a str,
+    method: Option<&'a str>,
     route: Option<&'a str>,
     path: &'a str,
     upstream: Option<&'a str>,
@@ -127,7 +127,7 @@ pub fn encode(r: &Record, duration_ms: f64, bytes_in: u64, bytes_out: u64, out: 
             outcome: r.outcome.as_str(),
             reason: r.reason.as_deref(),
             status: r.status,
-            method: r.method.as_str(),
+            method: r.method.as_ref().map(Method::as_str),
             route: r.route.as_deref(),
             path: &r.path,
             upstream: r.upstream.as_deref(),
@@ -326,7 +326,7 @@ const CLIENT_CLOSED: http::StatusCode = match http::StatusCode::from_u16(499) {
 
 impl Record {
     /// An empty record (no allocation), left behind when a finished one is moved to the writer.
-    fn vacant(start: Instant) -> Self {
+    pub(crate) fn vacant(start: Instant) -> Self {
         Record {
             ts: SystemTime::UNIX_EPOCH,
             start,
@@ -334,7 +334,7 @@ impl Record {
             outcome: Outcome::Allowed,
             reason: None,
             status: 0,
-            method: Method::GET,
+            method: None,
             route: None,
             path: String::new(),
             upstream: None,

@@ -74,12 +74,26 @@ pub struct Counters {
     pub bytes_out: AtomicU64,
     /// The request body grew past `max_request_body` mid-stream.
     pub too_large: AtomicBool,
+    /// The request body's last read from the client is still waiting for bytes: when a
+    /// deadline passes now, the client is the slow party (408), not the upstream (504).
+    pub awaiting_client: AtomicBool,
 }
 
 /// The error a [`RequestBody`] ends with when it grows past its limit.
 #[derive(Debug, thiserror::Error)]
 #[error("request body exceeds the limit")]
 pub struct BodyTooLarge;
+
+/// The error a [`RequestBody`] ends with when reading the client's body failed (malformed
+/// chunked framing, the client went away mid-body): the client's fault, never the upstream's.
+#[derive(Debug, thiserror::Error)]
+#[error("reading the request body from the client failed")]
+pub struct ClientBodyError {
+    /// The connection closed before the body was complete (otherwise: malformed framing).
+    pub incomplete: bool,
+    #[source]
+    source: hyper::Error,
+}
 
 /// The client's request body on its way upstream: streamed, limited, counted.
 #[derive(Debug)]
@@ -103,7 +117,9 @@ impl http_body::Body for RequestBody {
     fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = self.get_mut();
         let Some(inner) = this.inner.as_mut() else { return Poll::Ready(None) };
-        match Pin::new(inner).poll_frame(cx) {
+        let polled = Pin::new(inner).poll_frame(cx);
+        this.counters.awaiting_client.store(polled.is_pending(), Ordering::Relaxed);
+        match polled {
             // Request trailers are never forwarded (contract §3): they could carry the very
             // headers the rewrite strips (`Authorization`, `X-Airflow-*`) past it. Trailers are
             // the last frame, so the body ends here.
@@ -123,7 +139,11 @@ impl http_body::Body for RequestBody {
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
-            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e.into()))),
+            Poll::Ready(Some(Err(e))) => {
+                this.inner = None;
+                let incomplete = e.is_incomplete_message() || has_eof(&e);
+                Poll::Ready(Some(Err(Box::new(ClientBodyError { incomplete, source: e }))))
+            }
             Poll::Ready(None) => {
                 this.inner = None;
                 Poll::Ready(None)
@@ -139,4 +159,10 @@ impl http_body::Body for RequestBody {
     fn size_hint(&self) -> SizeHint {
         self.inner.as_ref().map_or_else(|| SizeHint::with_exact(0), http_body::Body::size_hint)
     }
+}
+
+fn has_eof(e: &hyper::Error) -> bool {
+    std::error::Error::source(e)
+        .and_then(|s| s.downcast_ref::<std::io::Error>())
+        .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
 }

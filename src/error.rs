@@ -35,6 +35,8 @@ pub enum Outcome {
     Draining,
     /// The client went away before an answer (recorded with status 499).
     ClientClosed,
+    /// The client did not send its request body within `request_timeout`.
+    ClientTimeout,
 }
 
 impl Outcome {
@@ -54,6 +56,7 @@ impl Outcome {
             Outcome::CredentialUnavailable => "credential_unavailable",
             Outcome::Draining => "draining",
             Outcome::ClientClosed => "client_closed",
+            Outcome::ClientTimeout => "client_timeout",
         }
     }
 }
@@ -70,6 +73,8 @@ pub enum GatewayError {
     HeadersTooLarge,
     /// 413: body over `max_request_body`.
     PayloadTooLarge,
+    /// 408: the request body was not complete within `request_timeout` (stalled or dripped).
+    ClientTimeout,
     /// 404: no route.
     NoRoute,
     /// 405: the path's routes take only the methods in `allow`.
@@ -124,6 +129,7 @@ impl GatewayError {
             GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             GatewayError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::NoRoute => StatusCode::NOT_FOUND,
             GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
@@ -143,6 +149,7 @@ impl GatewayError {
             GatewayError::BadRequest { .. } | GatewayError::HeadersTooLarge | GatewayError::PayloadTooLarge => {
                 Outcome::BadRequest
             }
+            GatewayError::ClientTimeout => Outcome::ClientTimeout,
             GatewayError::NoRoute => Outcome::NoRoute,
             GatewayError::MethodNotAllowed { .. } => Outcome::MethodNotAllowed,
             GatewayError::Unauthenticated { .. } => Outcome::Unauthenticated,
@@ -165,6 +172,7 @@ impl GatewayError {
             GatewayError::Forbidden { reason } => reason.clone(),
             GatewayError::HeadersTooLarge => Cow::Borrowed("headers_too_large"),
             GatewayError::PayloadTooLarge => Cow::Borrowed("body_too_large"),
+            GatewayError::ClientTimeout => Cow::Borrowed("body_timeout"),
             GatewayError::NoRoute => Cow::Borrowed("no_route"),
             GatewayError::MethodNotAllowed { .. } => Cow::Borrowed("method_not_allowed"),
             GatewayError::RateLimited { .. } => Cow::Borrowed("rate_limited"),
@@ -188,6 +196,9 @@ impl GatewayError {
             ),
             GatewayError::PayloadTooLarge => {
                 ("payload-too-large", "Content Too Large", "The request body exceeds the gateway's limit.")
+            }
+            GatewayError::ClientTimeout => {
+                ("client-timeout", "Request Timeout", "The request body was not received in time.")
             }
             GatewayError::NoRoute => ("no-route", "Not Found", "No route matches this path."),
             GatewayError::MethodNotAllowed { .. } => {
@@ -267,6 +278,10 @@ impl GatewayError {
             }
             GatewayError::Draining => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+                h.insert(header::CONNECTION, HeaderValue::from_static("close"));
+            }
+            // The rest of the body is unread: the connection cannot carry another request.
+            GatewayError::ClientTimeout => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
             GatewayError::BadRequest { .. }

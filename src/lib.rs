@@ -13,6 +13,7 @@ pub mod audit;
 pub mod body;
 pub mod cli;
 pub mod config;
+pub mod conn;
 pub mod demo;
 pub mod error;
 pub mod identity;

@@ -1,15 +1,16 @@
 //! Listeners: accept loop with a connection cap, TLS, HTTP/1.1 and HTTP/2 (h2c prior knowledge on
-//! plain TCP, ALPN on TLS), the slowloris guard, and graceful drain.
+//! plain TCP, ALPN on TLS), the connection deadlines of [`conn`], and graceful drain.
 
 use crate::{
     config,
+    conn::{self, Ended, Open, Schedule, Tracker},
     stack::{ConnInfo, Gateway},
     tls,
 };
 use http::{HeaderName, header};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
-    server::{conn::auto, graceful::GracefulShutdown},
+    server::conn::auto,
     service::TowerToHyperService,
 };
 use std::{
@@ -67,7 +68,9 @@ pub async fn serve(
         None => None,
     };
     let builder = Arc::new(builder(&settings));
-    let graceful = GracefulShutdown::new();
+    // Every connection holds a receiver: the flag asks it to shut down gracefully, and the
+    // sender's `closed()` is the wait group for the drain.
+    let (drain, drain_rx) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(settings.max_connections));
     loop {
         // Take a slot before accepting: beyond the cap, connections wait in the kernel backlog.
@@ -88,49 +91,73 @@ pub async fn serve(
             _ = shutdown.changed() => break,
         };
         let _ = stream.set_nodelay(true);
+        // Every deadline counts from here: TLS handshake and protocol detection included.
+        let schedule = Schedule {
+            accepted: tokio::time::Instant::now(),
+            head: settings.header_read_timeout,
+            idle: settings.idle_timeout,
+        };
         let conn = ConnInfo { peer, tls: tls.is_some() };
-        let watcher = graceful.watcher();
+        let drain = drain_rx.clone();
         let builder = builder.clone();
         let gateway = gateway.clone();
         let tls = tls.clone();
-        let handshake_timeout = settings.header_read_timeout;
         tokio::spawn(async move {
             let _slot = slot;
             match tls {
-                None => serve_conn(&builder, watcher, stream, gateway, conn).await,
-                Some(acceptor) => match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
-                    Ok(Ok(tls_stream)) => serve_conn(&builder, watcher, tls_stream, gateway, conn).await,
-                    Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
-                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
-                },
+                None => serve_conn(&builder, schedule, drain, stream, gateway, conn).await,
+                Some(acceptor) => {
+                    let deadline = schedule.accepted + schedule.head;
+                    match tokio::time::timeout_at(deadline, acceptor.accept(stream)).await {
+                        Ok(Ok(tls_stream)) => serve_conn(&builder, schedule, drain, tls_stream, gateway, conn).await,
+                        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+                        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+                    }
+                }
             }
         });
     }
     drop(listener);
+    drop(drain_rx);
     gateway.start_draining();
-    Ok(tokio::time::timeout(settings.shutdown_grace, graceful.shutdown()).await.is_ok())
+    let _ = drain.send(true);
+    Ok(tokio::time::timeout(settings.shutdown_grace, drain.closed()).await.is_ok())
 }
 
 async fn serve_conn<IO>(
     builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    schedule: Schedule,
+    drain: watch::Receiver<bool>,
     io: IO,
     gateway: Arc<Gateway>,
     conn: ConnInfo,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let tracker = Tracker::new(schedule.accepted);
     let service = ServiceBuilder::new()
         // First, before anything could log a request: credentials become `Sensitive` in every
         // Debug print of the headers, so no trace or panic message can carry a token.
         .layer(SetSensitiveRequestHeadersLayer::from_shared(sensitive_headers()))
-        .service_fn(move |req| {
+        .service_fn({
             let gateway = gateway.clone();
-            async move { Ok::<_, Infallible>(gateway.handle(req, conn).await) }
+            let tracker = tracker.clone();
+            move |req| {
+                let gateway = gateway.clone();
+                // Counted open from the moment its head arrived until its response body is done.
+                let open = tracker.open();
+                async move { Ok::<_, Infallible>(gateway.handle(req, conn).await.map(|b| Open::new(b, open))) }
+            }
         });
     let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
-    if let Err(e) = watcher.watch(connection.into_owned()).await {
-        tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error");
+    match conn::drive(connection, |c| c.graceful_shutdown(), schedule, &tracker, drain).await {
+        Ended::Finished(Ok(())) => {}
+        Ended::Finished(Err(e)) => match conn::parser_refusal(&*e) {
+            // hyper answered a bare 400/414/431 itself: audit and count it like any refusal.
+            Some(refusal) => gateway.refused_by_parser(conn, refusal.status, refusal.reason),
+            None => tracing::debug!(peer = %conn.peer, error = %e, "connection ended with an error"),
+        },
+        Ended::Dropped(why) => tracing::debug!(peer = %conn.peer, ?why, "connection closed by its deadline"),
     }
 }
 

@@ -27,10 +27,10 @@ use crate::{
     policy,
     ratelimit::Limiter,
     route::RouteTable,
-    upstream::{Forwarding, Upstream, headers},
+    upstream::{self, Forwarding, Upstream, headers},
 };
 use arc_swap::ArcSwap;
-use http::{HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body::Body as _;
 use hyper::body::Incoming;
 use std::{
@@ -156,7 +156,7 @@ impl Gateway {
             outcome: Outcome::Allowed,
             reason: None,
             status: 0,
-            method: req.method().clone(),
+            method: Some(req.method().clone()),
             route: None,
             path,
             upstream: None,
@@ -176,7 +176,7 @@ impl Gateway {
             let phases = self.phases(&snap, req, conn, pending.record(), &counters, &request_id, traceparent);
             match tokio::time::timeout(server.request_timeout, phases).await {
                 Ok(result) => result,
-                Err(_) => Err(GatewayError::UpstreamTimeout),
+                Err(_) => Err(upstream::timed_out(&counters)),
             }
         };
         let mut resp = match result {
@@ -191,6 +191,20 @@ impl Gateway {
         resp.headers_mut().insert(headers::X_REQUEST_ID, request_id);
         pending.answered(resp.status());
         resp.map(|body| Tracked::new(body, pending))
+    }
+
+    /// Audits and counts a request that hyper's HTTP/1 parser refused and answered itself with
+    /// `status` (the gateway never saw it: no method, path or identity are known).
+    pub fn refused_by_parser(&self, conn: ConnInfo, status: StatusCode, reason: &'static str) {
+        let record = Record {
+            ts: SystemTime::now(),
+            request_id: headers::new_request_id(),
+            outcome: Outcome::BadRequest,
+            reason: Some(reason.into()),
+            client_ip: conn.peer.ip(),
+            ..Record::vacant(Instant::now())
+        };
+        Pending::new(record, Arc::default(), self.auditor.clone()).answered(status);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -210,6 +224,7 @@ impl Gateway {
         if head_size(&req) > server.max_header_bytes {
             return Err(GatewayError::HeadersTooLarge);
         }
+        check_host(&req)?;
         let index = snap.routes.find(req.method(), req.uri().path())?;
         let route = &snap.config.routes[index];
         record.route = Some(route.name.clone());
@@ -253,6 +268,27 @@ impl Gateway {
             quota.apply(resp.headers_mut());
         }
         Ok(resp)
+    }
+}
+
+/// Exactly one authority per request (contract §3): HTTP/1.1 needs one `Host`, no request may
+/// repeat it, and where both the request target's authority (HTTP/2 `:authority`, an HTTP/1
+/// absolute-form target) and `Host` are present they must agree — an upstream stack that reads
+/// the other one must not see a different host than the gateway did.
+fn check_host<B>(req: &Request<B>) -> Result<(), GatewayError> {
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    let host = hosts.next();
+    if hosts.next().is_some() {
+        return Err(GatewayError::BadRequest { reason: "repeated_host" });
+    }
+    match (req.uri().authority(), host) {
+        (Some(authority), Some(host)) if !authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) => {
+            Err(GatewayError::BadRequest { reason: "host_mismatch" })
+        }
+        (None, None) if req.version() != Version::HTTP_10 && req.version() != Version::HTTP_09 => {
+            Err(GatewayError::BadRequest { reason: "missing_host" })
+        }
+        _ => Ok(()),
     }
 }
 

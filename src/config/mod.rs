@@ -73,6 +73,8 @@ pub struct Server {
     /// Deadline for a client to send a request head, also between keep-alive requests (slowloris
     /// guard and idle timeout).
     pub header_read_timeout: Duration,
+    /// An HTTP/2 connection with no open stream for this long is closed with GOAWAY.
+    pub idle_timeout: Duration,
     /// How long in-flight requests may take to finish after SIGTERM.
     pub shutdown_grace: Duration,
     /// Peers whose `X-Forwarded-*` headers are believed.
@@ -393,6 +395,10 @@ fn server_section(raw: raw::RawServer, p: &mut Problems) -> Server {
     if max_header_bytes < 1024 {
         p.push("server.max_header_bytes", "must be at least 1KiB");
     }
+    let idle_timeout = duration_or(raw.idle_timeout, Duration::from_secs(60), at, "idle_timeout", p);
+    if idle_timeout.is_zero() {
+        p.push("server.idle_timeout", "must be more than 0s");
+    }
     let max_connections = raw.max_connections.unwrap_or(10_000);
     if max_connections == 0 {
         p.push("server.max_connections", "must be at least 1");
@@ -410,6 +416,7 @@ fn server_section(raw: raw::RawServer, p: &mut Problems) -> Server {
             "header_read_timeout",
             p,
         ),
+        idle_timeout,
         shutdown_grace: duration_or(raw.shutdown_grace, Duration::from_secs(30), at, "shutdown_grace", p),
         trusted_proxies,
         max_connections,
@@ -659,5 +666,18 @@ mod tests {
     fn type_errors_have_paths() {
         let got = problems("[server]\nmax_connections = \"many\"\n");
         assert!(got.iter().any(|p| p.starts_with("server.max_connections (line 2")), "{got:?}");
+    }
+
+    #[test]
+    fn idle_timeout_is_a_positive_duration_defaulting_to_a_minute() {
+        let got = problems("[server]\nidle_timeout = \"soon\"\n");
+        assert!(got.iter().any(|p| p.starts_with("server.idle_timeout") && p.contains("not a duration")), "{got:?}");
+        let got = problems("[server]\nidle_timeout = \"0s\"\n");
+        assert!(got.iter().any(|p| p.starts_with("server.idle_timeout") && p.contains("more than 0s")), "{got:?}");
+        let mut p = Problems::default();
+        let server = server_section(raw::RawServer::default(), &mut p);
+        assert_eq!(server.idle_timeout, Duration::from_secs(60));
+        let raw = raw::RawServer { idle_timeout: Some("90s".into()), ..Default::default() };
+        assert_eq!(server_section(raw, &mut p).idle_timeout, Duration::from_secs(90));
     }
 }

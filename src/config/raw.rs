@@ -17,6 +17,7 @@ pub struct RawServer {
     pub max_header_bytes: Option<String>,
     pub request_timeout: Option<String>,
     pub header_read_timeout: Option<String>,
+    pub idle_timeout: Option<String>,
     pub shutdown_grace: Option<String>,
     pub trusted_proxies: Option<Vec<String>>,
     pub max_connections: Option<usize>,

@@ -9,7 +9,7 @@ pub mod headers;
 pub mod subscription;
 
 use crate::{
-    body::{BodyTooLarge, Counters, RequestBody},
+    body::{BodyTooLarge, ClientBodyError, Counters, RequestBody},
     config::{self, Route},
     error::GatewayError,
     metrics::Metrics,
@@ -154,9 +154,15 @@ impl Upstream {
         let sent =
             tokio::time::timeout(self.config.timeout, self.client.request(Request::from_parts(parts, body))).await;
         let result = match sent {
-            Err(_) => Err(GatewayError::UpstreamTimeout),
+            Err(_) => Err(timed_out(fwd.counters)),
             Ok(Err(e)) if fwd.counters.too_large.load(Ordering::Relaxed) || has_source::<BodyTooLarge>(&e) => {
                 Err(GatewayError::PayloadTooLarge)
+            }
+            // The upstream client wraps errors of the body it was sending: reading the client's
+            // body failed, so the fault is the client's (400), not the upstream's.
+            Ok(Err(e)) if has_source::<ClientBodyError>(&e) => {
+                let incomplete = find_source::<ClientBodyError>(&e).is_some_and(|b| b.incomplete);
+                Err(GatewayError::BadRequest { reason: if incomplete { "body_incomplete" } else { "malformed_body" } })
             }
             Ok(Err(e)) if e.is_connect() => {
                 tracing::debug!(upstream = %self.config.name, error = %client::error_chain(&e), "upstream connect failed");
@@ -187,13 +193,27 @@ impl Upstream {
     }
 }
 
+/// The answer when a deadline passed while forwarding: the client's fault (408) when the
+/// request body was waiting for the client's bytes, else the upstream's (504).
+pub fn timed_out(counters: &Counters) -> GatewayError {
+    if counters.awaiting_client.load(Ordering::Relaxed) {
+        GatewayError::ClientTimeout
+    } else {
+        GatewayError::UpstreamTimeout
+    }
+}
+
 fn has_source<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {
+    find_source::<E>(e).is_some()
+}
+
+fn find_source<'a, E: std::error::Error + 'static>(e: &'a (dyn std::error::Error + 'static)) -> Option<&'a E> {
     let mut cur = Some(e);
     while let Some(err) = cur {
-        if err.is::<E>() {
-            return true;
+        if let Some(found) = err.downcast_ref::<E>() {
+            return Some(found);
         }
         cur = err.source();
     }
-    false
+    None
 }
