@@ -15,7 +15,7 @@ mod summary;
 pub mod units;
 
 pub use problems::{Problem, Problems};
-pub use secret::{Secret, SecretRef};
+pub use secret::{Secret, SecretRef, WatchedSecret};
 pub use summary::summary;
 
 use http::{HeaderName, Method, Uri};
