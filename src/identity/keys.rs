@@ -283,7 +283,12 @@ pub(crate) fn parse_jwks(issuer: &str, bytes: &[u8], allowed: AlgSet) -> Result<
 /// The next refresh delay: `refresh_interval` after success (shortened to the response's
 /// `max-age`, but not below 30 s or the interval itself), the shared jittered backoff after
 /// failures (`jitter` in `[0, 1]`), never longer than the interval.
-pub(crate) fn next_refresh(refresh_interval: Duration, max_age: Option<Duration>, failures: u32, jitter: f64) -> Duration {
+pub(crate) fn next_refresh(
+    refresh_interval: Duration,
+    max_age: Option<Duration>,
+    failures: u32,
+    jitter: f64,
+) -> Duration {
     if failures > 0 {
         return BACKOFF.delay(failures, jitter).min(refresh_interval);
     }
@@ -345,7 +350,11 @@ impl KeyFetcher for HttpKeys {
 enum Source {
     Remote(Box<dyn KeyFetcher>),
     /// The file, the content loaded at start, and its watch once started.
-    File { path: PathBuf, loaded: Fingerprint, watch: OnceLock<FileWatch> },
+    File {
+        path: PathBuf,
+        loaded: Fingerprint,
+        watch: OnceLock<FileWatch>,
+    },
     Static,
 }
 
@@ -724,9 +733,8 @@ mod tests {
     }
 
     fn issuer(keys: &str, extra: &str) -> Issuer {
-        let text = format!(
-            "[[issuers]]\nname = \"t\"\nissuer = \"https://idp\"\naudiences = [\"a\"]\n{keys}\n{extra}\n"
-        );
+        let text =
+            format!("[[issuers]]\nname = \"t\"\nissuer = \"https://idp\"\naudiences = [\"a\"]\n{keys}\n{extra}\n");
         crate::config::parse(&text).unwrap_or_else(|p| panic!("{p}")).issuers.remove(0)
     }
 
@@ -739,7 +747,9 @@ mod tests {
     impl Running {
         fn has(&self, kid: &str) -> bool {
             let set = self.store.current();
-            set.as_ref().is_some_and(|s| s.usable(Instant::now()) && matches!(s.find(Some(kid), Algorithm::EdDSA), Lookup::Found(_)))
+            set.as_ref().is_some_and(|s| {
+                s.usable(Instant::now()) && matches!(s.find(Some(kid), Algorithm::EdDSA), Lookup::Found(_))
+            })
         }
 
         fn count(&self, result: &str) -> u64 {

@@ -14,6 +14,7 @@ mod keys;
 pub mod mint;
 mod verify;
 
+use crate::carry::{CarryOver, carry_over};
 use crate::{
     config::issuer::{Issuer, KeySource},
     error::GatewayError,
@@ -21,7 +22,6 @@ use crate::{
 };
 use http::{HeaderMap, HeaderName};
 use keys::KeyStore;
-use crate::carry::{CarryOver, carry_over};
 use std::{borrow::Cow, sync::Arc};
 use tokio::sync::watch;
 
@@ -193,10 +193,9 @@ impl Authenticator {
         let mut runtimes = Vec::with_capacity(issuers.len());
         for issuer in issuers {
             let before = previous.into_iter().flat_map(|p| &p.issuers);
-            let carried = carry_over(before.clone(), &issuer.name, |r| {
-                r.config.keys.is_remote() && r.config.same_keys(issuer)
-            })
-            .map(|r| Arc::clone(&r.keys));
+            let carried =
+                carry_over(before.clone(), &issuer.name, |r| r.config.keys.is_remote() && r.config.same_keys(issuer))
+                    .map(|r| Arc::clone(&r.keys));
             let keys = match &carried {
                 Some(k) => Arc::clone(k),
                 None => {

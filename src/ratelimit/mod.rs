@@ -180,7 +180,8 @@ where
         let mut policies = HashMap::with_capacity(cfg.policies.len());
         for policy in &cfg.policies {
             let before = previous.into_iter().flat_map(|prev| prev.policies.values());
-            let kept = carry_over(before, &policy.name, |old| old.local.policy == *policy).map(|old| Arc::clone(&old.local));
+            let kept =
+                carry_over(before, &policy.name, |old| old.local.policy == *policy).map(|old| Arc::clone(&old.local));
             let local = kept.unwrap_or_else(|| {
                 let fresh = Arc::new(PolicyLimiter::new(policy.clone(), &clock));
                 if sweep {
