@@ -143,6 +143,32 @@ impl Inner {
     }
 }
 
+/// The layout the kubelet (ConfigMap, projected volume) and the Secrets Store CSI driver make:
+/// `name -> ..data/name`, `..data -> ..<generation>`; a rotation writes a new generation
+/// directory and renames a new `..data` link over the old one. For tests of every watcher.
+#[cfg(all(test, unix))]
+pub(crate) mod mount {
+    use std::{os::unix::fs::symlink, path::Path};
+
+    /// Mounts `name` with `content` in `dir` as generation 1; returns the path to watch.
+    pub(crate) fn create(dir: &Path, name: &str, content: &str) -> std::path::PathBuf {
+        std::fs::create_dir(dir.join("..1")).unwrap();
+        std::fs::write(dir.join("..1").join(name), content).unwrap();
+        symlink("..1", dir.join("..data")).unwrap();
+        symlink(format!("..data/{name}"), dir.join(name)).unwrap();
+        dir.join(name)
+    }
+
+    /// Swaps generation 1 for generation 2 holding `content`, as the kubelet does.
+    pub(crate) fn rotate(dir: &Path, name: &str, content: &str) {
+        std::fs::create_dir(dir.join("..2")).unwrap();
+        std::fs::write(dir.join("..2").join(name), content).unwrap();
+        symlink("..2", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        std::fs::remove_dir_all(dir.join("..1")).unwrap();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -157,6 +183,16 @@ mod tests {
         (seen, cb)
     }
 
+    /// A file `f` holding "one", watched every [`PERIOD`] from that content on.
+    fn watched() -> (tempfile::TempDir, PathBuf, Arc<Mutex<Vec<Result<String, io::ErrorKind>>>>, FileWatch) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        std::fs::write(&path, "one").unwrap();
+        let (seen, cb) = recorder();
+        let watch = FileWatch::start(&path, PERIOD, Some(Fingerprint::of(b"one")), cb);
+        (dir, path, seen, watch)
+    }
+
     /// Lets (paused) time pass by `d` and the polling task run.
     async fn pass(d: Duration) {
         tokio::time::sleep(d).await;
@@ -165,11 +201,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn content_changes_are_published_once_each() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, "one").unwrap();
-        let (seen, cb) = recorder();
-        let watch = FileWatch::start(&path, PERIOD, Some(Fingerprint::of(b"one")), cb);
+        let (_dir, path, seen, watch) = watched();
         pass(PERIOD * 3).await;
         assert!(seen.lock().unwrap().is_empty(), "the content the owner loaded is not news");
 
@@ -180,7 +212,7 @@ mod tests {
         pass(PERIOD * 3).await;
         assert_eq!(*seen.lock().unwrap(), vec![Ok("two".to_owned())]);
 
-        // Same length, same second: an mtime + length check would miss this one.
+        // Same length, written within the same second: a coarse mtime + length check misses it.
         std::fs::write(&path, "owt").unwrap();
         pass(PERIOD).await;
         assert_eq!(seen.lock().unwrap().last(), Some(&Ok("owt".to_owned())));
@@ -189,11 +221,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_missing_file_reports_every_failed_read_and_its_return() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, "one").unwrap();
-        let (seen, cb) = recorder();
-        let _watch = FileWatch::start(&path, PERIOD, Some(Fingerprint::of(b"one")), cb);
+        let (_dir, path, seen, _watch) = watched();
         std::fs::remove_file(&path).unwrap();
         pass(PERIOD * 2 + PERIOD / 2).await;
         assert_eq!(*seen.lock().unwrap(), vec![Err(io::ErrorKind::NotFound); 2]);
@@ -223,11 +251,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn dropping_the_watch_stops_polling() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("f");
-        std::fs::write(&path, "one").unwrap();
-        let (seen, cb) = recorder();
-        let watch = FileWatch::start(&path, PERIOD, Some(Fingerprint::of(b"one")), cb);
+        let (_dir, path, seen, watch) = watched();
         drop(watch);
         std::fs::write(&path, "two").unwrap();
         pass(PERIOD * 5).await;
@@ -236,26 +260,14 @@ mod tests {
         assert_eq!(Arc::strong_count(&seen), 1);
     }
 
-    /// The Secrets Store CSI driver's (and a ConfigMap's) layout: `f -> ..data/f`,
-    /// `..data -> ..<timestamp>`; rotation writes a new directory and renames a new `..data` link
-    /// over the old one.
     #[cfg(unix)]
     #[tokio::test(start_paused = true)]
     async fn a_symlink_swap_is_a_change() {
-        use std::os::unix::fs::symlink;
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::create_dir(d.join("..2026_01")).unwrap();
-        std::fs::write(d.join("..2026_01/f"), "one").unwrap();
-        symlink("..2026_01", d.join("..data")).unwrap();
-        symlink("..data/f", d.join("f")).unwrap();
+        let path = mount::create(dir.path(), "f", "one");
         let (seen, cb) = recorder();
-        let _watch = FileWatch::start(d.join("f"), PERIOD, Some(Fingerprint::of(b"one")), cb);
-        std::fs::create_dir(d.join("..2026_02")).unwrap();
-        std::fs::write(d.join("..2026_02/f"), "two").unwrap();
-        symlink("..2026_02", d.join("..data_tmp")).unwrap();
-        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
-        std::fs::remove_dir_all(d.join("..2026_01")).unwrap();
+        let _watch = FileWatch::start(path, PERIOD, Some(Fingerprint::of(b"one")), cb);
+        mount::rotate(dir.path(), "f", "two");
         pass(PERIOD * 2).await;
         assert_eq!(*seen.lock().unwrap(), vec![Ok("two".to_owned())]);
     }

@@ -84,38 +84,22 @@ mod tests {
         wait_for(|| key.header().unwrap().1 == "third-key").await;
     }
 
-    /// The Secrets Store CSI driver's layout: `key -> ..data/key`, `..data -> ..<timestamp>`;
-    /// rotation writes a new timestamped directory and renames a new `..data` link over the old.
+    /// A Key Vault CSI rotation (a symlink swap, [`crate::watch::mount`]) reaches the header.
     #[cfg(unix)]
     #[tokio::test(start_paused = true)]
     async fn csi_symlink_swap_is_picked_up() {
-        use std::os::unix::fs::symlink;
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        std::fs::create_dir(d.join("..2026_01")).unwrap();
-        std::fs::write(d.join("..2026_01/key"), "key-one").unwrap();
-        symlink("..2026_01", d.join("..data")).unwrap();
-        symlink("..data/key", d.join("key")).unwrap();
+        let path = crate::watch::mount::create(dir.path(), "key", "key-one");
         let key = SubscriptionKey::start(
             "apim".into(),
             HeaderName::from_static("ocp-apim-subscription-key"),
-            &SecretRef::File(d.join("key")),
+            &SecretRef::File(path),
             Metrics::new(10),
         )
         .unwrap();
         assert_eq!(key.header().unwrap().1, "key-one");
-        std::fs::create_dir(d.join("..2026_02")).unwrap();
-        std::fs::write(d.join("..2026_02/key"), "key-two").unwrap();
-        symlink("..2026_02", d.join("..data_tmp")).unwrap();
-        std::fs::rename(d.join("..data_tmp"), d.join("..data")).unwrap();
-        std::fs::remove_dir_all(d.join("..2026_01")).unwrap();
-        for _ in 0..50 {
-            if key.header().unwrap().1 == "key-two" {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        panic!("rotation not picked up");
+        crate::watch::mount::rotate(dir.path(), "key", "key-two");
+        wait_for(|| key.header().unwrap().1 == "key-two").await;
     }
 
     #[test]
