@@ -147,6 +147,7 @@ impl Inner {
 /// `name -> ..data/name`, `..data -> ..<generation>`; a rotation writes a new generation
 /// directory and renames a new `..data` link over the old one. For tests of every watcher.
 #[cfg(all(test, unix))]
+#[allow(clippy::unwrap_used)]
 pub(crate) mod mount {
     use std::{os::unix::fs::symlink, path::Path};
 
@@ -173,8 +174,11 @@ pub(crate) mod mount {
 mod tests {
     use super::*;
 
+    /// What a callback saw, in order.
+    type Seen = Arc<Mutex<Vec<Result<String, io::ErrorKind>>>>;
+
     /// Collects what the callback saw.
-    fn recorder() -> (Arc<Mutex<Vec<Result<String, io::ErrorKind>>>>, impl FnMut(Update) + Send + 'static) {
+    fn recorder() -> (Seen, impl FnMut(Update) + Send + 'static) {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let sink = seen.clone();
         let cb = move |u: Update| {
@@ -184,7 +188,7 @@ mod tests {
     }
 
     /// A file `f` holding "one", watched every [`PERIOD`] from that content on.
-    fn watched() -> (tempfile::TempDir, PathBuf, Arc<Mutex<Vec<Result<String, io::ErrorKind>>>>, FileWatch) {
+    fn watched() -> (tempfile::TempDir, PathBuf, Seen, FileWatch) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("f");
         std::fs::write(&path, "one").unwrap();
