@@ -1,6 +1,12 @@
-//! A running gateway: builds the first snapshot, binds both listeners, starts every background
-//! task from one place, and drains in order on shutdown. `airgate run`, `airgate demo` and the
-//! end-to-end tests all start the gateway through [`start`].
+//! A running gateway: builds the first snapshot, binds both listeners, starts the audit writer,
+//! the proxy and admin servers and the configuration file watch, and drains in order on
+//! shutdown. `airgate run`, `airgate demo` and the end-to-end tests all start the gateway
+//! through [`start`].
+//!
+//! The other background tasks belong to the parts that need them and end when those are
+//! dropped: key refresh and `jwks_file` watches (identity), token refresh and secret-file
+//! watches (upstream), idle-key sweeping and Redis probing (ratelimit), the TLS file watches
+//! (server).
 
 use crate::{
     admin,
@@ -9,6 +15,7 @@ use crate::{
     metrics::Metrics,
     reload, server,
     stack::{Gateway, Snapshot},
+    watch::{FileWatch, PERIOD},
 };
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 use tokio::{sync::watch, task::JoinHandle};
@@ -16,13 +23,14 @@ use tokio::{sync::watch, task::JoinHandle};
 /// Options that are not part of the configuration file.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// How often the configuration file is checked for changes (`None`: never).
+    /// How often the configuration file is checked for changes (`None`: never). The default is
+    /// the period of every file watch, [`PERIOD`].
     pub watch_config: Option<Duration>,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { watch_config: Some(Duration::from_secs(2)) }
+        Options { watch_config: Some(PERIOD) }
     }
 }
 
@@ -39,8 +47,7 @@ pub struct Running {
     proxy: JoinHandle<Result<bool, String>>,
     admin: JoinHandle<()>,
     audit: crate::audit::Closer,
-    watcher: Option<JoinHandle<()>>,
-    loaded: Arc<reload::LastLoaded>,
+    watcher: Option<FileWatch>,
 }
 
 /// Builds everything and starts serving.
@@ -48,7 +55,6 @@ pub async fn start(config: Config, options: Options) -> Result<Running, String> 
     let metrics = Metrics::new(config.metrics.max_pipelines);
     let (auditor, audit) = Auditor::start(&config.audit, metrics.clone())?;
     let source = config.source.clone();
-    let loaded = source.as_deref().map(reload::LastLoaded::of).unwrap_or_default();
     let server_settings = config.server.clone();
     let proxy_listener = server::bind(config.server.listen, "proxy").await?;
     let admin_listener = server::bind(config.admin.listen, "admin").await?;
@@ -68,12 +74,12 @@ pub async fn start(config: Config, options: Options) -> Result<Running, String> 
     let proxy = tokio::spawn(server::serve(proxy_listener, gateway.clone(), server_settings, rx.clone()));
     let admin = tokio::spawn(admin::serve(admin_listener, gateway.clone(), rx));
     let watcher = match (source, options.watch_config) {
-        (Some(path), Some(every)) => Some(reload::spawn_watcher(gateway.clone(), path, every, loaded.clone())),
+        (Some(path), Some(every)) => Some(reload::watch(gateway.clone(), path, every)),
         _ => None,
     };
     tracing::info!(listen = %proxy_addr, "proxy listening");
     tracing::info!(listen = %admin_addr, "admin listening (/metrics, /healthz, /readyz)");
-    Ok(Running { proxy_addr, admin_addr, gateway, shutdown, proxy, admin, audit, watcher, loaded })
+    Ok(Running { proxy_addr, admin_addr, gateway, shutdown, proxy, admin, audit, watcher })
 }
 
 impl Running {
@@ -81,7 +87,7 @@ impl Running {
     pub fn reload(&self) -> Result<(), reload::ReloadError> {
         let snap = self.gateway.snapshot();
         match &snap.config.source {
-            Some(path) => reload::reload_now(&self.gateway, path, &self.loaded),
+            Some(path) => reload::reload_now(&self.gateway, path, self.watcher.as_ref()),
             None => Ok(()),
         }
     }
@@ -93,9 +99,7 @@ impl Running {
         self.gateway.start_draining();
         let drained = matches!(self.proxy.await, Ok(Ok(true)));
         self.admin.abort();
-        if let Some(w) = self.watcher {
-            w.abort();
-        }
+        drop(self.watcher);
         self.audit.close(Duration::from_secs(5)).await;
         drained
     }

@@ -10,7 +10,9 @@
 pub mod admin;
 pub mod app;
 pub mod audit;
+pub mod backoff;
 pub mod body;
+pub mod carry;
 pub mod cli;
 pub mod config;
 pub mod conn;
@@ -27,3 +29,4 @@ pub mod server;
 pub mod stack;
 pub mod tls;
 pub mod upstream;
+pub mod watch;

@@ -1,16 +1,16 @@
-//! Hot reload: on SIGHUP or a change of the configuration file (including the symlink swap of a
-//! Kubernetes ConfigMap mount), the new file is validated in full, a whole new snapshot is built
+//! Hot reload: on SIGHUP or a change of the configuration file's content (a [`FileWatch`], which
+//! follows the symlink swap of a Kubernetes ConfigMap mount), the new file is validated in full, a whole new snapshot is built
 //! — reusing key sets, tokens, pools and limiter state of unchanged parts — and swapped in
 //! atomically. A bad file is refused with one log line and the old configuration keeps serving.
 
 use crate::{
     config,
     stack::{Gateway, Snapshot},
+    watch::{FileWatch, Fingerprint},
 };
 use std::{
-    hash::{DefaultHasher, Hash, Hasher},
     path::{Path, PathBuf},
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::Duration,
 };
 
@@ -66,58 +66,76 @@ fn try_reload(gateway: &Gateway, path: &Path) -> Result<(), ReloadError> {
     Ok(())
 }
 
-fn fingerprint(path: &Path) -> Option<u64> {
-    let bytes = std::fs::read(path).ok()?;
-    let mut h = DefaultHasher::new();
-    bytes.hash(&mut h);
-    Some(h.finish())
-}
-
-/// The content of the configuration file last loaded, shared by SIGHUP and the watcher so that
-/// one edit is loaded once — and, when it is bad, refused and logged once.
-#[derive(Debug, Default)]
-pub struct LastLoaded(Mutex<Option<u64>>);
-
-impl LastLoaded {
-    /// Remembers the file's current content as loaded.
-    pub fn of(path: &Path) -> Arc<Self> {
-        Arc::new(LastLoaded(Mutex::new(fingerprint(path))))
+/// [`reload`] on request (SIGHUP): always loads, and tells the file's `watch` (when the file is
+/// watched) that this content is loaded, so that one edit is loaded once — and, when it is bad,
+/// refused and logged once.
+pub fn reload_now(gateway: &Gateway, path: &Path, watch: Option<&FileWatch>) -> Result<(), ReloadError> {
+    if let (Some(watch), Ok(content)) = (watch, std::fs::read(path)) {
+        watch.seen(&content);
     }
-
-    /// Records `now`; true when it differs from what was loaded last.
-    fn update(&self, now: Option<u64>) -> bool {
-        let Ok(mut last) = self.0.lock() else { return false };
-        let changed = now.is_some() && now != *last;
-        *last = now.or(*last);
-        changed
-    }
-}
-
-/// [`reload`] on request (SIGHUP): always loads, and records the content so the watcher does not
-/// load the same edit again.
-pub fn reload_now(gateway: &Gateway, path: &Path, last: &LastLoaded) -> Result<(), ReloadError> {
-    last.update(fingerprint(path));
     reload(gateway, path)
 }
 
-/// Polls the file's content every `every` and reloads when it differs from what was loaded last.
-/// Polling (rather than inotify) follows ConfigMap symlink swaps and works on every filesystem a
-/// container mounts.
-pub fn spawn_watcher(
-    gateway: Arc<Gateway>,
-    path: PathBuf,
-    every: Duration,
-    last: Arc<LastLoaded>,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(every);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.tick().await;
-        loop {
-            tick.tick().await;
-            if last.update(fingerprint(&path)) {
-                let _ = reload(&gateway, &path);
-            }
+/// Watches the configuration file every `every` and reloads when its content differs from what
+/// was loaded last (at start, by SIGHUP or by the watch itself). Stops when dropped.
+pub fn watch(gateway: Arc<Gateway>, path: PathBuf, every: Duration) -> FileWatch {
+    // The file as it is now is what `app::start` was given (it was loaded just before).
+    let loaded = std::fs::read(&path).ok().map(|c| Fingerprint::of(&c));
+    let file = path.clone();
+    FileWatch::start(path, every, loaded, move |update| {
+        // An unreadable file is not an edit: the running configuration stays, silently.
+        if update.is_ok() {
+            let _ = reload(&gateway, &file);
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{audit::Auditor, metrics::Metrics, watch::PERIOD};
+
+    fn write(path: &Path, body: &str) {
+        let dir = path.parent().unwrap();
+        let audit = dir.join("audit.jsonl");
+        std::fs::write(path, format!("[audit]\nsink = \"file\"\npath = {:?}\n{body}", audit.display().to_string()))
+            .unwrap();
+    }
+
+    const BAD: &str = "[[routes]]\nname = \"b\"\npath_prefix = \"/b/\"\nupstream = \"nowhere\"\n";
+
+    /// SIGHUP and the watch share what was loaded last: a bad edit is refused (and logged) once,
+    /// however many ticks pass, and a later edit is still seen.
+    #[tokio::test(start_paused = true)]
+    async fn one_edit_is_loaded_once_by_sighup_and_the_watch_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("airgate.toml");
+        write(&path, "");
+        let cfg = config::load(&path).unwrap();
+        let metrics = Metrics::new(10);
+        let (auditor, _closer) = Auditor::start(&cfg.audit, metrics.clone()).unwrap();
+        let gateway = Gateway::new(Snapshot::build(cfg, &metrics, None).unwrap(), metrics.clone(), auditor);
+        let count = |result: &str| metrics.config_reloads.with_label_values(&[result]).get();
+        let watch = watch(gateway.clone(), path.clone(), PERIOD);
+        tokio::time::sleep(PERIOD * 3).await;
+        assert_eq!((count("success"), count("error")), (0, 0), "the file loaded at start is not an edit");
+
+        write(&path, BAD);
+        assert!(matches!(reload_now(&gateway, &path, Some(&watch)), Err(ReloadError::Invalid(_))));
+        tokio::time::sleep(PERIOD * 5).await;
+        assert_eq!(count("error"), 1, "the watch does not load the edit SIGHUP loaded");
+
+        // Another bad edit, no SIGHUP: the watch refuses it, once.
+        write(&path, &format!("{BAD}# a comment\n"));
+        tokio::time::sleep(PERIOD * 5).await;
+        assert_eq!(count("error"), 2);
+
+        write(&path, "");
+        tokio::time::sleep(PERIOD * 2).await;
+        assert_eq!(count("success"), 1);
+        // A SIGHUP always loads, even an unchanged file; the watch then stays quiet.
+        assert!(reload_now(&gateway, &path, Some(&watch)).is_ok());
+        tokio::time::sleep(PERIOD * 3).await;
+        assert_eq!((count("success"), count("error")), (2, 2));
+    }
 }

@@ -62,7 +62,7 @@ pub async fn serve(
     let tls = match &settings.tls {
         Some(files) => {
             let store = tls::CertStore::new(files)?;
-            store.spawn_watch(Duration::from_secs(5));
+            store.spawn_watch(crate::watch::PERIOD);
             Some(tls::acceptor(store)?)
         }
         None => None,

@@ -63,10 +63,7 @@ impl Snapshot {
         let upstreams = config
             .upstreams
             .iter()
-            .map(|u| {
-                let prev = previous.and_then(|p| p.upstreams.iter().find(|x| x.name() == &u.name));
-                Upstream::new(u, metrics, prev)
-            })
+            .map(|u| Upstream::new(u, metrics, previous.map_or(&[], |p| &p.upstreams)))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Snapshot { routes: RouteTable::new(&config.routes), config: Arc::new(config), auth, limiter, upstreams })
     }

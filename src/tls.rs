@@ -2,7 +2,10 @@
 //! the files re-read when they change (cert-manager / Key Vault rotation) — new connections get
 //! the new certificate, existing ones keep theirs.
 
-use crate::config::TlsFiles;
+use crate::{
+    config::TlsFiles,
+    watch::{FileWatch, Fingerprint},
+};
 use arc_swap::ArcSwap;
 use rustls::{
     ServerConfig,
@@ -10,8 +13,9 @@ use rustls::{
     sign::CertifiedKey,
 };
 use std::{
-    sync::{Arc, Weak},
-    time::{Duration, SystemTime},
+    path::Path,
+    sync::{Arc, Mutex, Weak},
+    time::Duration,
 };
 use tokio_rustls::TlsAcceptor;
 
@@ -20,7 +24,10 @@ use tokio_rustls::TlsAcceptor;
 pub struct CertStore {
     files: TlsFiles,
     current: ArcSwap<CertifiedKey>,
-    stamp: std::sync::Mutex<Option<(SystemTime, SystemTime)>>,
+    /// The content of (cert, key) loaded at start, where the watches begin.
+    loaded: (Fingerprint, Fingerprint),
+    // The watches of both files; they stop with the store.
+    watches: Mutex<Vec<FileWatch>>,
 }
 
 impl ResolvesServerCert for CertStore {
@@ -29,53 +36,51 @@ impl ResolvesServerCert for CertStore {
     }
 }
 
-fn load(files: &TlsFiles) -> Result<CertifiedKey, String> {
-    let certs_pem = std::fs::read(&files.cert).map_err(|e| format!("TLS cert {}: {e}", files.cert.display()))?;
-    let certs = rustls_pemfile::certs(&mut certs_pem.as_slice())
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("TLS {what} {}: {e}", path.display()))
+}
+
+fn load(files: &TlsFiles, certs_pem: &[u8], key_pem: &[u8]) -> Result<CertifiedKey, String> {
+    let certs = rustls_pemfile::certs(&mut &*certs_pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("TLS cert {}: {e}", files.cert.display()))?;
     if certs.is_empty() {
         return Err(format!("TLS cert {}: no certificate found", files.cert.display()));
     }
-    let key_pem = std::fs::read(&files.key).map_err(|e| format!("TLS key {}: {e}", files.key.display()))?;
-    let key = rustls_pemfile::private_key(&mut key_pem.as_slice())
+    let key = rustls_pemfile::private_key(&mut &*key_pem)
         .map_err(|e| format!("TLS key {}: {e}", files.key.display()))?
         .ok_or_else(|| format!("TLS key {}: no private key found", files.key.display()))?;
     CertifiedKey::from_der(certs, key, &rustls::crypto::aws_lc_rs::default_provider())
         .map_err(|e| format!("TLS key {} does not fit cert {}: {e}", files.key.display(), files.cert.display()))
 }
 
-fn stamps(files: &TlsFiles) -> Option<(SystemTime, SystemTime)> {
-    let m = |p: &std::path::Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-    Some((m(&files.cert)?, m(&files.key)?))
-}
-
 impl CertStore {
     /// Loads the files once; fails when they are missing or do not match.
     pub fn new(files: &TlsFiles) -> Result<Arc<Self>, String> {
-        let key = load(files)?;
+        let (cert, key) = (read(&files.cert, "cert")?, read(&files.key, "key")?);
+        let certified = load(files, &cert, &key)?;
         Ok(Arc::new(CertStore {
             files: files.clone(),
-            current: ArcSwap::from_pointee(key),
-            stamp: std::sync::Mutex::new(stamps(files)),
+            current: ArcSwap::from_pointee(certified),
+            loaded: (Fingerprint::of(&cert), Fingerprint::of(&key)),
+            watches: Mutex::new(Vec::new()),
         }))
     }
 
-    /// Re-reads the files when their modification time changed. Returns true on a swap.
-    pub fn reload_if_changed(&self) -> bool {
-        let now = stamps(&self.files);
-        let Ok(mut last) = self.stamp.lock() else { return false };
-        if now.is_none() || now == *last {
-            return false;
-        }
-        match load(&self.files) {
+    /// Re-reads both files (one of them changed). Returns true on a swap.
+    fn reload(&self) -> bool {
+        let pair = read(&self.files.cert, "cert")
+            .and_then(|cert| Ok((cert, read(&self.files.key, "key")?)))
+            .and_then(|(cert, key)| load(&self.files, &cert, &key));
+        match pair {
+            // Both files changed within one period: the second watch finds the pair in use.
+            Ok(key) if key.cert == self.current.load().cert => false,
             Ok(key) => {
                 self.current.store(Arc::new(key));
-                *last = now;
                 tracing::info!(cert = %self.files.cert.display(), "TLS certificate reloaded");
                 true
             }
-            // A half-written pair (cert updated, key not yet) is retried on the next tick.
+            // A half-written pair (cert updated, key not yet) is retried on the next change.
             Err(e) => {
                 tracing::warn!(error = %e, "TLS certificate change not applied yet");
                 false
@@ -83,18 +88,19 @@ impl CertStore {
         }
     }
 
-    /// Polls the files every `every` until the store is dropped.
+    /// Watches both files every `every` (by content, following symlink swaps) until the store
+    /// is dropped.
     pub fn spawn_watch(self: &Arc<Self>, every: Duration) {
-        let weak: Weak<Self> = Arc::downgrade(self);
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let Some(store) = weak.upgrade() else { return };
-                store.reload_if_changed();
-            }
-        });
+        let watch = |path: &Path, loaded: Fingerprint| {
+            let weak: Weak<Self> = Arc::downgrade(self);
+            FileWatch::start(path, every, Some(loaded), move |update| {
+                if let (Ok(_), Some(store)) = (update, weak.upgrade()) {
+                    store.reload();
+                }
+            })
+        };
+        let both = [watch(&self.files.cert, self.loaded.0), watch(&self.files.key, self.loaded.1)];
+        self.watches.lock().unwrap_or_else(|p| p.into_inner()).extend(both);
     }
 }
 
@@ -107,4 +113,49 @@ pub fn acceptor(store: Arc<CertStore>) -> Result<TlsAcceptor, String> {
         .with_cert_resolver(store);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pair() -> (String, String) {
+        let c = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        (c.cert.pem(), c.signing_key.serialize_pem())
+    }
+
+    fn leaf(store: &CertStore) -> Vec<u8> {
+        store.current.load().cert[0].as_ref().to_vec()
+    }
+
+    fn der(pem: &str) -> Vec<u8> {
+        rustls_pemfile::certs(&mut pem.as_bytes()).next().unwrap().unwrap().as_ref().to_vec()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_rotated_pair_is_served_once_both_halves_are_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let files = TlsFiles { cert: dir.path().join("tls.crt"), key: dir.path().join("tls.key") };
+        let (old, new) = (pair(), pair());
+        std::fs::write(&files.cert, &old.0).unwrap();
+        std::fs::write(&files.key, &old.1).unwrap();
+        let store = CertStore::new(&files).unwrap();
+        store.spawn_watch(crate::watch::PERIOD);
+        let tick = || tokio::time::sleep(crate::watch::PERIOD + Duration::from_millis(1));
+        tick().await;
+        assert_eq!(leaf(&store), der(&old.0));
+
+        // Half a rotation: the new cert does not fit the old key; the old pair keeps serving.
+        std::fs::write(&files.cert, &new.0).unwrap();
+        tick().await;
+        assert_eq!(leaf(&store), der(&old.0));
+        std::fs::write(&files.key, &new.1).unwrap();
+        tick().await;
+        assert_eq!(leaf(&store), der(&new.0));
+
+        // Dropping the store ends both watches (they held only a `Weak`).
+        let weak = Arc::downgrade(&store);
+        drop(store);
+        assert!(weak.upgrade().is_none());
+    }
 }

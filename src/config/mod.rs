@@ -16,7 +16,7 @@ pub mod units;
 pub mod urls;
 
 pub use problems::{Problem, Problems};
-pub use secret::{Secret, SecretRef};
+pub use secret::{Secret, SecretRef, WatchedSecret};
 pub use summary::summary;
 
 use http::{HeaderName, Method, Uri};

@@ -1,6 +1,13 @@
-//! Secret references (`env:NAME`, `file:/path`) and the [`Secret`] value that never prints itself.
+//! Secret references (`env:NAME`, `file:/path`), the [`Secret`] value that never prints itself,
+//! and the [`WatchedSecret`] that keeps a value rendered from a `file:` secret current.
 
-use std::{fmt, path::PathBuf, sync::Arc};
+use crate::watch::{FileWatch, Fingerprint, PERIOD, Update};
+use arc_swap::ArcSwap;
+use std::{
+    fmt,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 /// Where a secret comes from. A configuration file can only name `env:` or `file:`; the literal
 /// secret is refused so that config files can be shared and committed safely.
@@ -40,17 +47,7 @@ impl SecretRef {
             SecretRef::Env(name) => std::env::var(name)
                 .map(|v| Secret::new(v.into_bytes()))
                 .map_err(|_| format!("environment variable {name} is not set")),
-            SecretRef::File(path) => std::fs::read(path)
-                .map(|mut bytes| {
-                    if bytes.last() == Some(&b'\n') {
-                        bytes.pop();
-                        if bytes.last() == Some(&b'\r') {
-                            bytes.pop();
-                        }
-                    }
-                    Secret::new(bytes)
-                })
-                .map_err(|e| format!("cannot read {}: {}", path.display(), e.kind())),
+            SecretRef::File(path) => read(path).map(Secret::from_file),
             SecretRef::Inline(secret) => Ok(secret.clone()),
         }
     }
@@ -95,6 +92,17 @@ impl Secret {
         &self.0
     }
 
+    /// A `file:` secret from the file's content: one trailing newline (`\n` or `\r\n`) trimmed.
+    pub fn from_file(mut bytes: Vec<u8>) -> Self {
+        if bytes.last() == Some(&b'\n') {
+            bytes.pop();
+            if bytes.last() == Some(&b'\r') {
+                bytes.pop();
+            }
+        }
+        Secret::new(bytes)
+    }
+
     /// The secret as UTF-8, if it is.
     pub fn expose_str(&self) -> Option<&str> {
         std::str::from_utf8(&self.0).ok()
@@ -104,6 +112,95 @@ impl Secret {
 impl fmt::Debug for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
+    }
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| read_error(path, &e))
+}
+
+/// The error kind only: an `io::Error`'s text could quote more than a path.
+fn read_error(path: &Path, e: &std::io::Error) -> String {
+    format!("cannot read {}: {}", path.display(), e.kind())
+}
+
+/// A value rendered from a secret reference (a header value, say) and kept current: rendered once
+/// at start, and for a `file:` reference rendered again whenever the file's content changes — a
+/// Key Vault CSI or Kubernetes projected-volume rotation swaps a symlink, which the
+/// [`FileWatch`] follows. Readers get the current value lock-free with no I/O; a later unreadable
+/// or unrenderable file keeps the last good value.
+///
+/// The one way to use a secret file that may rotate: upstream tokens and subscription keys go
+/// through it, and so should any new one.
+pub struct WatchedSecret<T> {
+    current: ArcSwap<T>,
+    // Dropping the watch (with the cell) ends the polling.
+    _watch: Option<FileWatch>,
+}
+
+impl<T> fmt::Debug for WatchedSecret<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("WatchedSecret([redacted])")
+    }
+}
+
+impl<T: PartialEq + Send + Sync + 'static> WatchedSecret<T> {
+    /// Loads and renders `secret` now (an error fails the start); a `file:` reference is then
+    /// watched every [`PERIOD`] until the cell is dropped. `on_error` runs for every failed
+    /// re-read or render. `what` names the secret in logs ("upstream apim: subscription key"),
+    /// next to the reference — never the value. Needs a Tokio runtime for `file:` references.
+    pub fn start(
+        what: &str,
+        secret: &SecretRef,
+        render: fn(&Secret) -> Result<T, String>,
+        on_error: impl Fn() + Send + Sync + 'static,
+    ) -> Result<Arc<Self>, String> {
+        let failed = |e: String| format!("{what} {secret}: {e}");
+        let SecretRef::File(path) = secret else {
+            let first = secret.load().and_then(|s| render(&s)).map_err(failed)?;
+            return Ok(Arc::new(WatchedSecret { current: ArcSwap::from_pointee(first), _watch: None }));
+        };
+        let content = read(path).map_err(failed)?;
+        let loaded = Fingerprint::of(&content);
+        let first = render(&Secret::from_file(content)).map_err(failed)?;
+        let watched = path.clone();
+        let (what, shown, path) = (what.to_owned(), secret.to_string(), path.clone());
+        Ok(Arc::new_cyclic(|cell: &std::sync::Weak<Self>| {
+            let cell = cell.clone();
+            let mut failing = false;
+            let on_change = move |update: Update| {
+                let Some(cell) = cell.upgrade() else { return };
+                let rendered = update
+                    .map_err(|e| read_error(&path, &e))
+                    .and_then(|bytes| render(&Secret::from_file(bytes.into())));
+                match rendered {
+                    Ok(value) => {
+                        if failing {
+                            tracing::info!("{what} {shown} is readable again");
+                            failing = false;
+                        }
+                        if **cell.current.load() != value {
+                            cell.current.store(Arc::new(value));
+                            tracing::info!("{what} {shown} changed; the new value is in use");
+                        }
+                    }
+                    Err(e) => {
+                        on_error();
+                        if !failing {
+                            tracing::warn!("{what} {shown}: {e}; keeping the last good value");
+                            failing = true;
+                        }
+                    }
+                }
+            };
+            let watch = FileWatch::start(watched, PERIOD, Some(loaded), on_change);
+            WatchedSecret { current: ArcSwap::from_pointee(first), _watch: Some(watch) }
+        }))
+    }
+
+    /// The current value.
+    pub fn get(&self) -> arc_swap::Guard<Arc<T>> {
+        self.current.load()
     }
 }
 

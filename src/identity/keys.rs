@@ -4,15 +4,20 @@
 //! request path). Remote sets (`jwks_url`, `discovery_url`) are refreshed in the background every
 //! `refresh_interval` (shortened, within bounds, by `Cache-Control: max-age`), and on an unknown
 //! `kid` by one single-flight refetch at most once per cooldown. A failed fetch keeps the last good
-//! set until it is `max_stale` old. `jwks_file` is polled for changes; secrets and signing keys are
-//! loaded once.
+//! set until it is `max_stale` old. `jwks_file` is watched by a [`FileWatch`]; secrets and signing
+//! keys are loaded once.
+//!
+//! Remote documents come through a [`KeyFetcher`] (HTTP in production, fakes in the tests below),
+//! and time is `tokio::time`, so refresh, cooldown and staleness are tested on a paused clock.
 
 use super::mint::SigningKey;
 use crate::config::urls::Redacted;
 use crate::{
+    backoff::Backoff,
     config::issuer::{Issuer, KeySource, is_hmac},
     metrics::Metrics,
     upstream::client::{ClientSettings, FetchClient, fetch, fetch_client},
+    watch::{self as file, FileWatch, Fingerprint},
 };
 use arc_swap::ArcSwapOption;
 use bytes::Bytes;
@@ -22,23 +27,20 @@ use jsonwebtoken::{Algorithm, DecodingKey};
 use serde::Deserialize;
 use std::{
     path::PathBuf,
-    sync::{Arc, Mutex, Weak},
-    time::{Duration, SystemTime},
+    sync::{Arc, Mutex, OnceLock, Weak},
+    time::Duration,
 };
 use tokio::{sync::watch, time::Instant};
 use url::Url;
 
-/// How often a `jwks_file` is checked for changes.
-pub(crate) const FILE_POLL: Duration = Duration::from_secs(2);
 /// Deadline of one JWKS or discovery fetch.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest JWKS or discovery document read.
 const MAX_DOCUMENT: usize = 1 << 20;
 /// `Cache-Control: max-age` never shortens the refresh period below this.
 const MIN_MAX_AGE: Duration = Duration::from_secs(30);
-/// Retry delay after the first failed fetch; doubles up to [`MAX_BACKOFF`].
-const FIRST_BACKOFF: Duration = Duration::from_secs(1);
-const MAX_BACKOFF: Duration = Duration::from_secs(60);
+/// Retries after failed fetches: from 1 s, doubling up to a minute, jittered.
+const BACKOFF: Backoff = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(60) };
 
 /// A set of algorithms, as a bitmask over [`Algorithm`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -280,11 +282,16 @@ pub(crate) fn parse_jwks(issuer: &str, bytes: &[u8], allowed: AlgSet) -> Result<
 }
 
 /// The next refresh delay: `refresh_interval` after success (shortened to the response's
-/// `max-age`, but not below 30 s or the interval itself), exponential backoff after failures.
-pub(crate) fn next_refresh(refresh_interval: Duration, max_age: Option<Duration>, failures: u32) -> Duration {
+/// `max-age`, but not below 30 s or the interval itself), the shared jittered backoff after
+/// failures (`jitter` in `[0, 1]`), never longer than the interval.
+pub(crate) fn next_refresh(
+    refresh_interval: Duration,
+    max_age: Option<Duration>,
+    failures: u32,
+    jitter: f64,
+) -> Duration {
     if failures > 0 {
-        let backoff = FIRST_BACKOFF.saturating_mul(1 << failures.saturating_sub(1).min(16));
-        return backoff.min(MAX_BACKOFF).min(refresh_interval);
+        return BACKOFF.delay(failures, jitter).min(refresh_interval);
     }
     match max_age {
         Some(age) => age.max(MIN_MAX_AGE.min(refresh_interval)).min(refresh_interval),
@@ -297,16 +304,64 @@ fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
     cc.split(',').find_map(|d| d.trim().strip_prefix("max-age=")?.trim().parse().ok().map(Duration::from_secs))
 }
 
+/// A freshly fetched key set and the `max-age` it came with.
+pub(crate) type FetchedKeys = (Vec<VerifyKey>, Option<Duration>);
+
+/// Fetches an issuer's remote key set (HTTP in production, fakes in tests). The store calls it
+/// from one task at a time; the error is one log line without secrets.
+#[async_trait::async_trait]
+pub(crate) trait KeyFetcher: Send + Sync + 'static {
+    /// Fetches and parses the current set, keeping only keys of the `allowed` algorithms.
+    async fn fetch(&self, issuer: &str, allowed: AlgSet) -> Result<FetchedKeys, String>;
+}
+
+/// `jwks_url` / `discovery_url` over HTTP(S).
+struct HttpKeys {
+    client: FetchClient,
+    url: Url,
+    discovery: bool,
+}
+
+#[async_trait::async_trait]
+impl KeyFetcher for HttpKeys {
+    async fn fetch(&self, issuer: &str, allowed: AlgSet) -> Result<FetchedKeys, String> {
+        let HttpKeys { client, url, discovery } = self;
+        let jwks_url = if *discovery {
+            let doc = get(client, url).await?;
+            #[derive(Deserialize)]
+            struct Discovery {
+                jwks_uri: String,
+            }
+            let d: Discovery = serde_json::from_slice(&doc.body)
+                .map_err(|e| format!("discovery document from {}: {e}", Redacted(url)))?;
+            let u = Url::parse(&d.jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
+            if !matches!(u.scheme(), "http" | "https") {
+                return Err("jwks_uri is not http(s)".to_owned());
+            }
+            u
+        } else {
+            url.clone()
+        };
+        let fetched = get(client, &jwks_url).await?;
+        let keys = parse_jwks(issuer, &fetched.body, allowed).map_err(|e| format!("{}: {e}", Redacted(&jwks_url)))?;
+        Ok((keys, max_age(&fetched.headers)))
+    }
+}
+
 enum Source {
-    Remote { client: Box<FetchClient>, url: Url, discovery: bool },
-    File(PathBuf),
+    Remote(Box<dyn KeyFetcher>),
+    /// The file, the content loaded at start, and its watch once started.
+    File {
+        path: PathBuf,
+        loaded: Fingerprint,
+        watch: OnceLock<FileWatch>,
+    },
     Static,
 }
 
 #[derive(Default)]
 struct FetchState {
     last_kid_fetch: Option<Instant>,
-    file_stamp: Option<(SystemTime, u64)>,
     failures: u32,
 }
 
@@ -332,21 +387,32 @@ impl std::fmt::Debug for KeyStore {
 impl KeyStore {
     /// Builds the store for `issuer`; local sources are loaded now (an error here fails startup).
     pub(crate) fn new(issuer: &Issuer) -> Result<Self, String> {
-        let allowed = AlgSet::of(&issuer.algorithms);
-        let mut state = FetchState::default();
-        let (source, initial) = match &issuer.keys {
+        let fetcher = match &issuer.keys {
             KeySource::JwksUrl(url) | KeySource::Discovery(url) => {
                 let client =
                     fetch_client(&ClientSettings { ca_file: issuer.ca_file.as_deref(), ..ClientSettings::default() })?;
                 let discovery = matches!(issuer.keys, KeySource::Discovery(_));
-                (Source::Remote { client: Box::new(client), url: url.clone(), discovery }, None)
+                Some(Box::new(HttpKeys { client, url: url.clone(), discovery }) as Box<dyn KeyFetcher>)
+            }
+            _ => None,
+        };
+        Self::with_fetcher(issuer, fetcher)
+    }
+
+    /// [`KeyStore::new`] with the remote set fetched by `fetcher` (ignored for local sources).
+    pub(crate) fn with_fetcher(issuer: &Issuer, fetcher: Option<Box<dyn KeyFetcher>>) -> Result<Self, String> {
+        let allowed = AlgSet::of(&issuer.algorithms);
+        let state = FetchState::default();
+        let (source, initial) = match &issuer.keys {
+            KeySource::JwksUrl(_) | KeySource::Discovery(_) => {
+                (Source::Remote(fetcher.ok_or("a remote key source needs a fetcher")?), None)
             }
             KeySource::JwksFile(path) => {
-                // Stamp first: a change while reading is then seen by the next poll.
-                state.file_stamp = stamp(path);
+                // The watch starts from exactly the content parsed here.
                 let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
                 let keys = parse_jwks(&issuer.name, &bytes, allowed).map_err(|e| format!("{}: {e}", path.display()))?;
-                (Source::File(path.clone()), Some((keys, true)))
+                let loaded = Fingerprint::of(&bytes);
+                (Source::File { path: path.clone(), loaded, watch: OnceLock::new() }, Some((keys, true)))
             }
             KeySource::SharedSecret(secret) => {
                 let secret = secret.load()?;
@@ -464,8 +530,13 @@ impl KeyStore {
         }
         match &self.source {
             Source::Static => {}
-            Source::File(_) => self.reload_file(&mut state, metrics),
-            Source::Remote { .. } => {
+            Source::File { watch: file_watch, .. } => {
+                // A change not yet polled is applied now (through the watch's callback).
+                if let Some(w) = file_watch.get() {
+                    w.check();
+                }
+            }
+            Source::Remote(_) => {
                 let now = Instant::now();
                 if state.last_kid_fetch.is_none_or(|t| now.duration_since(t) >= self.cooldown) {
                     state.last_kid_fetch = Some(now);
@@ -477,30 +548,8 @@ impl KeyStore {
     }
 
     async fn fetch_remote(&self, state: &mut FetchState, metrics: &Metrics) -> Option<Duration> {
-        let Source::Remote { client, url, discovery } = &self.source else { return None };
-        let result = async {
-            let jwks_url = if *discovery {
-                let doc = get(client, url).await?;
-                #[derive(Deserialize)]
-                struct Discovery {
-                    jwks_uri: String,
-                }
-                let d: Discovery = serde_json::from_slice(&doc.body)
-                    .map_err(|e| format!("discovery document from {}: {e}", Redacted(url)))?;
-                let u = Url::parse(&d.jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
-                if !matches!(u.scheme(), "http" | "https") {
-                    return Err("jwks_uri is not http(s)".to_owned());
-                }
-                u
-            } else {
-                url.clone()
-            };
-            let fetched = get(client, &jwks_url).await?;
-            let keys = parse_jwks(&self.name, &fetched.body, self.allowed)
-                .map_err(|e| format!("{}: {e}", Redacted(&jwks_url)))?;
-            Ok::<_, String>((keys, max_age(&fetched.headers)))
-        }
-        .await;
+        let Source::Remote(fetcher) = &self.source else { return None };
+        let result = fetcher.fetch(&self.name, self.allowed).await;
         match result {
             Ok((keys, age)) => {
                 let count = keys.len();
@@ -509,26 +558,22 @@ impl KeyStore {
                 metrics.jwks_refreshes.with_label_values(&[&*self.name, "success"]).inc();
                 metrics.jwks_age.with_label_values(&[&*self.name]).set(0.0);
                 tracing::debug!(issuer = %self.name, keys = count, "key set refreshed");
-                Some(next_refresh(self.refresh_interval, age, 0))
+                Some(next_refresh(self.refresh_interval, age, 0, 0.0))
             }
             Err(e) => {
                 state.failures = state.failures.saturating_add(1);
                 self.record_error(metrics, e);
-                Some(next_refresh(self.refresh_interval, None, state.failures))
+                Some(next_refresh(self.refresh_interval, None, state.failures, fastrand::f64()))
             }
         }
     }
 
-    fn reload_file(&self, state: &mut FetchState, metrics: &Metrics) {
-        let Source::File(path) = &self.source else { return };
-        let now_stamp = stamp(path);
-        if now_stamp.is_some() && now_stamp == state.file_stamp {
-            return;
-        }
-        let result = std::fs::read(path)
+    /// Applies what the `jwks_file` watch saw.
+    fn file_changed(&self, update: file::Update, metrics: &Metrics) {
+        let Source::File { path, .. } = &self.source else { return };
+        let result = update
             .map_err(|e| format!("cannot read {}: {e}", path.display()))
             .and_then(|b| parse_jwks(&self.name, &b, self.allowed).map_err(|e| format!("{}: {e}", path.display())));
-        state.file_stamp = now_stamp;
         match result {
             Ok(keys) => {
                 self.store(keys, true, None);
@@ -539,25 +584,32 @@ impl KeyStore {
         }
     }
 
-    /// Starts the background refresh (remote) or change polling (file) of `store`. The task holds
-    /// only a `Weak` and stops when `shutdown`'s sender is dropped or the store is gone.
+    /// Starts the background refresh (remote) or the file watch (`jwks_file`) of `store`. The
+    /// refresh task holds only a `Weak` and stops when `shutdown`'s sender is dropped or the store
+    /// is gone; the file watch stops with the store.
     pub(crate) fn spawn_refresh(
         store: &Arc<KeyStore>,
         metrics: Arc<Metrics>,
         mut shutdown: watch::Receiver<()>,
         carried_over: bool,
     ) {
-        if matches!(store.source, Source::Static) {
-            return;
-        }
         let weak: Weak<KeyStore> = Arc::downgrade(store);
+        match &store.source {
+            Source::Static => return,
+            Source::File { path, loaded, watch: file_watch } => {
+                let on_change = move |update| {
+                    if let Some(store) = weak.upgrade() {
+                        store.file_changed(update, &metrics);
+                    }
+                };
+                let _ = file_watch.set(FileWatch::start(path, file::PERIOD, Some(*loaded), on_change));
+                return;
+            }
+            Source::Remote(_) => {}
+        }
         // A carried-over set that is still good is refreshed on schedule; anything else at once.
         let fresh = store.current().as_ref().is_some_and(|s| s.usable(Instant::now()));
-        let mut delay = match (&store.source, carried_over && fresh) {
-            (Source::Remote { .. }, false) => Duration::ZERO,
-            (Source::Remote { .. }, true) => store.refresh_interval,
-            _ => FILE_POLL,
-        };
+        let mut delay = if carried_over && fresh { store.refresh_interval } else { Duration::ZERO };
         tokio::spawn(async move {
             loop {
                 tokio::select! {
@@ -566,15 +618,7 @@ impl KeyStore {
                 }
                 let Some(store) = weak.upgrade() else { return };
                 let mut state = store.fetch.lock().await;
-                delay = match &store.source {
-                    Source::Remote { .. } => {
-                        store.fetch_remote(&mut state, &metrics).await.unwrap_or(store.refresh_interval)
-                    }
-                    _ => {
-                        store.reload_file(&mut state, &metrics);
-                        FILE_POLL
-                    }
-                };
+                delay = store.fetch_remote(&mut state, &metrics).await.unwrap_or(store.refresh_interval);
                 drop(state);
                 if let Some(set) = store.current().as_ref() {
                     metrics
@@ -585,11 +629,6 @@ impl KeyStore {
             }
         });
     }
-}
-
-fn stamp(path: &std::path::Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
 }
 
 async fn get(client: &FetchClient, url: &Url) -> Result<crate::upstream::client::Fetched, String> {
@@ -611,15 +650,17 @@ mod tests {
     #[test]
     fn refresh_schedule() {
         let five = Duration::from_secs(300);
-        assert_eq!(next_refresh(five, None, 0), five);
-        assert_eq!(next_refresh(five, Some(Duration::from_secs(86_400)), 0), five);
-        assert_eq!(next_refresh(five, Some(Duration::from_secs(60)), 0), Duration::from_secs(60));
-        assert_eq!(next_refresh(five, Some(Duration::from_secs(1)), 0), Duration::from_secs(30));
-        assert_eq!(next_refresh(Duration::from_secs(2), Some(Duration::from_secs(1)), 0), Duration::from_secs(2));
-        assert_eq!(next_refresh(five, None, 1), Duration::from_secs(1));
-        assert_eq!(next_refresh(five, None, 3), Duration::from_secs(4));
-        assert_eq!(next_refresh(five, None, 30), Duration::from_secs(60));
-        assert_eq!(next_refresh(Duration::from_secs(2), None, 5), Duration::from_secs(2));
+        assert_eq!(next_refresh(five, None, 0, 0.3), five);
+        assert_eq!(next_refresh(five, Some(Duration::from_secs(86_400)), 0, 0.3), five);
+        assert_eq!(next_refresh(five, Some(Duration::from_secs(60)), 0, 0.3), Duration::from_secs(60));
+        assert_eq!(next_refresh(five, Some(Duration::from_secs(1)), 0, 0.3), Duration::from_secs(30));
+        assert_eq!(next_refresh(Duration::from_secs(2), Some(Duration::from_secs(1)), 0, 0.3), Duration::from_secs(2));
+        // Failures: the shared backoff, its full delay at jitter 1, half of it at jitter 0.
+        assert_eq!(next_refresh(five, None, 1, 1.0), Duration::from_secs(1));
+        assert_eq!(next_refresh(five, None, 3, 1.0), Duration::from_secs(4));
+        assert_eq!(next_refresh(five, None, 3, 0.0), Duration::from_secs(2));
+        assert_eq!(next_refresh(five, None, 30, 1.0), Duration::from_secs(60));
+        assert_eq!(next_refresh(Duration::from_secs(2), None, 5, 1.0), Duration::from_secs(2));
     }
 
     #[test]
@@ -648,5 +689,190 @@ mod tests {
         assert!(matches!(set.find(None, Algorithm::EdDSA), Lookup::UnknownKid));
         // Not in the issuer's allow-list: nothing usable left.
         assert!(parse_jwks("t", doc.as_bytes(), AlgSet::of(&[Algorithm::ES256])).is_err());
+    }
+
+    // ----- the store on a paused clock, with a fake fetcher -----
+
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    const X: &str = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
+
+    /// A remote key source the test scripts: the kids it serves, or an outage.
+    #[derive(Default)]
+    struct Fake {
+        calls: AtomicUsize,
+        serving: Mutex<Option<Vec<&'static str>>>,
+    }
+
+    impl Fake {
+        fn serving(kids: &[&'static str]) -> Arc<Self> {
+            let fake = Arc::new(Fake::default());
+            fake.serve(Some(kids));
+            fake
+        }
+
+        /// `None`: every fetch fails.
+        fn serve(&self, kids: Option<&[&'static str]>) {
+            *self.serving.lock().unwrap() = kids.map(<[_]>::to_vec);
+        }
+
+        fn calls(&self) -> usize {
+            self.calls.load(Ordering::SeqCst)
+        }
+    }
+
+    #[async_trait::async_trait]
+    impl KeyFetcher for Arc<Fake> {
+        async fn fetch(&self, issuer: &str, allowed: AlgSet) -> Result<FetchedKeys, String> {
+            self.calls.fetch_add(1, Ordering::SeqCst);
+            let kids = self.serving.lock().unwrap().clone().ok_or("HTTP 503")?;
+            let keys: Vec<String> =
+                kids.iter().map(|k| format!(r#"{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"{k}"}}"#)).collect();
+            let doc = format!(r#"{{"keys":[{}]}}"#, keys.join(","));
+            Ok((parse_jwks(issuer, doc.as_bytes(), allowed)?, None))
+        }
+    }
+
+    fn issuer(keys: &str, extra: &str) -> Issuer {
+        let text =
+            format!("[[issuers]]\nname = \"t\"\nissuer = \"https://idp\"\naudiences = [\"a\"]\n{keys}\n{extra}\n");
+        crate::config::parse(&text).unwrap_or_else(|p| panic!("{p}")).issuers.remove(0)
+    }
+
+    struct Running {
+        store: Arc<KeyStore>,
+        metrics: Arc<Metrics>,
+        _shutdown: watch::Sender<()>,
+    }
+
+    impl Running {
+        fn has(&self, kid: &str) -> bool {
+            let set = self.store.current();
+            set.as_ref().is_some_and(|s| {
+                s.usable(Instant::now()) && matches!(s.find(Some(kid), Algorithm::EdDSA), Lookup::Found(_))
+            })
+        }
+
+        fn count(&self, result: &str) -> u64 {
+            self.metrics.jwks_refreshes.with_label_values(&["t", result]).get()
+        }
+    }
+
+    /// A remote store with `extra` settings, refreshing in the background; the first fetch done.
+    async fn remote(fake: &Arc<Fake>, extra: &str) -> Running {
+        let cfg = issuer("jwks_url = \"https://idp.invalid/jwks\"", extra);
+        let store = Arc::new(KeyStore::with_fetcher(&cfg, Some(Box::new(fake.clone()))).unwrap());
+        let metrics = Metrics::new(10);
+        let (shutdown, rx) = watch::channel(());
+        KeyStore::spawn_refresh(&store, metrics.clone(), rx, false);
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        assert_eq!(fake.calls(), 1, "the first fetch happens at once");
+        Running { store, metrics, _shutdown: shutdown }
+    }
+
+    const S: fn(u64) -> Duration = Duration::from_secs;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_set_is_refreshed_every_interval_and_a_removed_key_goes() {
+        let fake = Fake::serving(&["a", "b"]);
+        let r = remote(&fake, "refresh_interval = \"5m\"").await;
+        assert!(r.has("a") && r.has("b"));
+        fake.serve(Some(&["b"]));
+        tokio::time::sleep(S(299)).await;
+        assert!(r.has("a"), "not before the interval");
+        assert_eq!(fake.calls(), 1);
+        tokio::time::sleep(S(2)).await;
+        assert!(!r.has("a") && r.has("b"));
+        assert_eq!(fake.calls(), 2);
+        tokio::time::sleep(S(300)).await;
+        assert_eq!(fake.calls(), 3);
+        assert_eq!(r.count("success"), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_refreshes_keep_the_last_good_set_until_max_stale() {
+        let fake = Fake::serving(&["a"]);
+        let r = remote(&fake, "refresh_interval = \"5m\"\nmax_stale = \"1h\"").await;
+        fake.serve(None);
+        tokio::time::sleep(S(3599)).await;
+        assert!(r.has("a"), "the last good set serves through the outage");
+        assert!(r.store.not_ready(&r.metrics).is_none());
+        let errors = r.count("error");
+        // Retries back off (jittered, capped at a minute) instead of hammering the endpoint.
+        assert!((55..=120).contains(&errors), "{errors} failed refreshes in 55 min");
+        tokio::time::sleep(S(2)).await;
+        assert!(!r.has("a"), "older than max_stale: not used");
+        let why = r.store.not_ready(&r.metrics).unwrap();
+        assert_eq!(why, "issuer t: key set older than max_stale (last error: HTTP 503)");
+        // The endpoint comes back: the next retry (at most a minute away) makes the set usable.
+        fake.serve(Some(&["a"]));
+        tokio::time::sleep(S(61)).await;
+        assert!(r.has("a") && r.store.not_ready(&r.metrics).is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unknown_kids_refetch_at_most_once_per_cooldown() {
+        let fake = Fake::serving(&["a"]);
+        let r = remote(&fake, "refresh_interval = \"1h\"").await;
+        let flood = |r: &Running| {
+            let seen = r.store.generation();
+            let tasks: Vec<_> = (0..100)
+                .map(|_| {
+                    let (store, metrics) = (r.store.clone(), r.metrics.clone());
+                    tokio::spawn(async move { store.refetch(seen, &metrics).await.is_some() })
+                })
+                .collect();
+            async move {
+                for t in tasks {
+                    assert!(t.await.unwrap());
+                }
+            }
+        };
+        // A rotation: the new kid is served; a hundred callers cause one fetch.
+        fake.serve(Some(&["a", "new"]));
+        flood(&r).await;
+        assert_eq!(fake.calls(), 2);
+        assert!(r.has("new"));
+        // Inside the cooldown (30 s by default): nothing, however many callers.
+        tokio::time::sleep(S(29)).await;
+        flood(&r).await;
+        assert_eq!(fake.calls(), 2);
+        // After it: one more — and a failing one still counts for the cooldown.
+        tokio::time::sleep(S(2)).await;
+        fake.serve(None);
+        flood(&r).await;
+        flood(&r).await;
+        assert_eq!(fake.calls(), 3);
+        assert!(r.has("new"), "a failed refetch keeps the set");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_jwks_file_is_watched_and_an_unknown_kid_looks_at_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jwks.json");
+        let doc = |kid: &str| format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{X}","kid":"{kid}"}}]}}"#);
+        std::fs::write(&path, doc("a")).unwrap();
+        let cfg = issuer(&format!("jwks_file = {:?}", path.display().to_string()), "");
+        let store = Arc::new(KeyStore::new(&cfg).unwrap());
+        let metrics = Metrics::new(10);
+        let (_shutdown, rx) = watch::channel(());
+        KeyStore::spawn_refresh(&store, metrics.clone(), rx, false);
+        let r = Running { store, metrics, _shutdown };
+        assert!(r.has("a"));
+        // The poll picks a change up within one period.
+        std::fs::write(&path, doc("b")).unwrap();
+        tokio::time::sleep(file::PERIOD + Duration::from_millis(1)).await;
+        assert!(r.has("b") && !r.has("a"));
+        assert_eq!(r.count("success"), 1);
+        // An unknown kid does not wait for the poll.
+        std::fs::write(&path, doc("c")).unwrap();
+        let set = r.store.refetch(r.store.generation(), &r.metrics).await.unwrap();
+        assert!(matches!(set.find(Some("c"), Algorithm::EdDSA), Lookup::Found(_)));
+        // A broken file keeps the last good set and is counted.
+        std::fs::write(&path, "not json").unwrap();
+        tokio::time::sleep(file::PERIOD).await;
+        assert!(r.has("c"));
+        assert_eq!(r.count("error"), 1);
+        assert!(r.store.not_ready(&r.metrics).is_none());
     }
 }

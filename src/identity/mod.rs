@@ -14,6 +14,7 @@ mod keys;
 pub mod mint;
 mod verify;
 
+use crate::carry::{CarryOver, carry_over};
 use crate::{
     config::issuer::{Issuer, KeySource},
     error::GatewayError,
@@ -152,6 +153,12 @@ struct Runtime {
     keys: Arc<KeyStore>,
 }
 
+impl CarryOver for Runtime {
+    fn carry_key(&self) -> &str {
+        &self.config.name
+    }
+}
+
 /// Verifies callers against every configured issuer.
 pub struct Authenticator {
     issuers: Vec<Runtime>,
@@ -185,25 +192,20 @@ impl Authenticator {
         let (shutdown, rx) = watch::channel(());
         let mut runtimes = Vec::with_capacity(issuers.len());
         for issuer in issuers {
-            let carried = previous.and_then(|p| {
-                p.issuers
-                    .iter()
-                    .find(|r| r.config.name == issuer.name && r.config.same_keys(issuer) && r.config.keys.is_remote())
-                    .map(|r| Arc::clone(&r.keys))
-            });
+            let before = previous.into_iter().flat_map(|p| &p.issuers);
+            let carried =
+                carry_over(before.clone(), &issuer.name, |r| r.config.keys.is_remote() && r.config.same_keys(issuer))
+                    .map(|r| Arc::clone(&r.keys));
             let keys = match &carried {
                 Some(k) => Arc::clone(k),
                 None => {
                     let store = KeyStore::new(issuer).map_err(|e| format!("issuer {}: {e}", issuer.name))?;
                     // Same remote key source, other refresh settings: keep verifying with the old
                     // set while the new store fetches, instead of starting empty.
-                    if let Some(prev) = previous.and_then(|p| {
-                        p.issuers.iter().find(|r| {
-                            r.config.name == issuer.name
-                                && issuer.keys.is_remote()
-                                && r.config.keys == issuer.keys
-                                && r.config.algorithms == issuer.algorithms
-                        })
+                    if let Some(prev) = carry_over(before, &issuer.name, |r| {
+                        issuer.keys.is_remote()
+                            && r.config.keys == issuer.keys
+                            && r.config.algorithms == issuer.algorithms
                     }) {
                         store.seed_from(&prev.keys);
                     }

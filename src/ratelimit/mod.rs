@@ -18,6 +18,7 @@ pub mod local;
 mod redis;
 
 use crate::{
+    carry::{CarryOver, carry_over},
     config::ratelimit::{Backend, KeyKind, Limit, OnBackendError, RateLimits},
     error::GatewayError,
     identity::Identity,
@@ -107,6 +108,21 @@ impl<C: Clock> PolicyState<C> {
     }
 }
 
+impl<C: Clock> CarryOver for PolicyState<C> {
+    fn carry_key(&self) -> &str {
+        &self.local.policy.name
+    }
+}
+
+/// The carry-over name of the one Redis connection of a limiter.
+const REDIS: &str = "redis";
+
+impl CarryOver for Arc<redis::RedisBackend> {
+    fn carry_key(&self) -> &str {
+        REDIS
+    }
+}
+
 /// Decides requests of limited routes under their named policies.
 ///
 /// Generic over the clock of the in-process limiter so tests inject time; production uses
@@ -163,10 +179,9 @@ where
     ) -> Result<Self, String> {
         let mut policies = HashMap::with_capacity(cfg.policies.len());
         for policy in &cfg.policies {
-            let kept = previous
-                .and_then(|prev| prev.policies.get(&policy.name))
-                .filter(|old| old.local.policy == *policy)
-                .map(|old| Arc::clone(&old.local));
+            let before = previous.into_iter().flat_map(|prev| prev.policies.values());
+            let kept =
+                carry_over(before, &policy.name, |old| old.local.policy == *policy).map(|old| Arc::clone(&old.local));
             let local = kept.unwrap_or_else(|| {
                 let fresh = Arc::new(PolicyLimiter::new(policy.clone(), &clock));
                 if sweep {
@@ -179,10 +194,8 @@ where
         let redis = match &cfg.backend {
             Backend::Local => None,
             Backend::Redis(settings) => {
-                let kept = previous
-                    .and_then(|prev| prev.redis.as_ref())
-                    .filter(|old| old.settings == *settings)
-                    .map(Arc::clone);
+                let before = previous.and_then(|prev| prev.redis.as_ref());
+                let kept = carry_over(before, REDIS, |old| old.settings == *settings).map(Arc::clone);
                 let backend = match kept {
                     Some(b) => b,
                     None => redis::RedisBackend::new(settings.clone())?,
@@ -200,7 +213,7 @@ where
     /// `Err(GatewayError::RateLimited { retry_after, quota })`, or
     /// `Err(GatewayError::RateLimitUnavailable { retry_after })` when the backend is down and
     /// `on_backend_error = "deny"`. Counts `airgate_ratelimit_backend_errors_total{backend}`; does
-    /// not count `airgate_rate_limited_total` (the stack does, with the pipeline label).
+    /// not count `airgate_rate_limited_total` (the audit does, with the pipeline label).
     pub async fn check(&self, policy: &str, route: &str, identity: &Identity) -> Result<Quota, GatewayError> {
         let Some(state) = self.policies.get(policy) else {
             // Validation makes this unreachable (a route names an existing policy); fail closed.

@@ -1,6 +1,6 @@
 //! airgate's own upstream token lifecycle (contract §5): one background task per upstream fetches
 //! a token at start, refreshes it ahead of expiry on a pure schedule ([`refresh_in`]) with
-//! jitter, retries failures with capped exponential backoff ([`backoff`]) while the old token
+//! jitter, retries failures with the shared jittered backoff ([`Timing::backoff`]) while the old token
 //! stays in use until it really expires (less a small margin), and publishes the result in a
 //! lock-free cell. Requests only read that cell ([`CredentialSource::header`]): no I/O, no await,
 //! never a fetch, never an expired token. Single flight follows: the task is the only fetcher.
@@ -8,9 +8,10 @@
 //! Time is `tokio::time::Instant` throughout, so tests drive the lifecycle with a paused clock;
 //! token sources report what is left of a token as a duration, mapped onto this clock on arrival.
 
-use super::{azure::AzureTokenSource, subscription::WatchedSecret};
+use super::azure::AzureTokenSource;
 use crate::{
-    config::{Secret, credential::Credential},
+    backoff::Backoff,
+    config::{Secret, WatchedSecret, credential::Credential},
     error::GatewayError,
     metrics::Metrics,
 };
@@ -103,12 +104,11 @@ pub fn safety_margin(lifetime: Duration) -> Duration {
     (lifetime / 10).min(MAX_SAFETY)
 }
 
-/// The delay before retry number `failures` (1 = first retry): `initial · 2^(failures-1)`,
-/// capped, then "equal jitter" (between half and all of it) so replicas spread out.
-pub fn backoff(failures: u32, timing: &Timing, jitter: f64) -> Duration {
-    let exp = failures.saturating_sub(1).min(20);
-    let full = timing.backoff_initial.saturating_mul(1 << exp).min(timing.backoff_max);
-    full.mul_f64(0.5 + 0.5 * jitter.clamp(0.0, 1.0))
+impl Timing {
+    /// The retry schedule: the shared [`Backoff`] from `backoff_initial` up to `backoff_max`.
+    pub fn backoff(&self) -> Backoff {
+        Backoff { initial: self.backoff_initial, max: self.backoff_max }
+    }
 }
 
 /// The credential of one upstream, as the request path sees it.
@@ -118,7 +118,7 @@ pub struct CredentialSource {
 
 enum Kind {
     None,
-    Static(Arc<WatchedSecret>),
+    Static(Arc<WatchedSecret<HeaderValue>>),
     Fetched {
         shared: Arc<Shared>,
         // Dropping the sender (with the source) ends the refresh task, even mid-sleep or mid-fetch.
@@ -185,7 +185,6 @@ impl CredentialSource {
                     token,
                     |s| bearer(s).map_err(str::to_owned),
                     move || errors.inc(),
-                    super::subscription::POLL_INTERVAL,
                 )?;
                 Ok(Arc::new(CredentialSource { kind: Kind::Static(cell) }))
             }
@@ -223,7 +222,7 @@ impl CredentialSource {
     pub fn header(&self) -> Result<Option<HeaderValue>, GatewayError> {
         match &self.kind {
             Kind::None => Ok(None),
-            Kind::Static(cell) => Ok(Some(cell.get())),
+            Kind::Static(cell) => Ok(Some(HeaderValue::clone(&cell.get()))),
             Kind::Fetched { shared, .. } => shared.header(Instant::now()).map(Some),
         }
     }
@@ -389,7 +388,7 @@ async fn refresh_loop(shared: Arc<Shared>, source: Arc<dyn TokenSource>, mut sto
             Err((result, error)) => {
                 shared.count(result);
                 failures = failures.saturating_add(1);
-                let delay = backoff(failures, &timing, fastrand::f64());
+                let delay = timing.backoff().delay(failures, fastrand::f64());
                 next = now + delay;
                 let old = shared.state.load_full();
                 let token = old.token.as_ref().filter(|t| now < t.usable_until).map(|t| Current {
@@ -451,12 +450,12 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_equal_jitter() {
-        let t = Timing::default();
-        assert_eq!(backoff(1, &t, 1.0), S(1));
-        assert_eq!(backoff(1, &t, 0.0), Duration::from_millis(500));
-        assert_eq!(backoff(4, &t, 1.0), S(8));
-        assert_eq!(backoff(7, &t, 1.0), S(60));
-        assert_eq!(backoff(u32::MAX, &t, 1.0), S(60));
+        let t = Timing::default().backoff();
+        assert_eq!(t.delay(1, 1.0), S(1));
+        assert_eq!(t.delay(1, 0.0), Duration::from_millis(500));
+        assert_eq!(t.delay(4, 1.0), S(8));
+        assert_eq!(t.delay(7, 1.0), S(60));
+        assert_eq!(t.delay(u32::MAX, 1.0), S(60));
     }
 
     /// A fake source: scripted results, counts calls, takes `delay` per fetch.

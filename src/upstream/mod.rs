@@ -10,6 +10,7 @@ pub mod subscription;
 
 use crate::{
     body::{BodyTooLarge, ClientBodyError, Counters, RequestBody},
+    carry::{CarryOver, carry_over},
     config::{self, Route},
     error::GatewayError,
     metrics::Metrics,
@@ -39,6 +40,12 @@ pub struct Upstream {
     metrics: Arc<Metrics>,
 }
 
+impl CarryOver for Upstream {
+    fn carry_key(&self) -> &str {
+        &self.config.name
+    }
+}
+
 /// Facts about the inbound request the forwarder needs besides the request itself.
 #[derive(Debug)]
 pub struct Forwarding<'a> {
@@ -55,10 +62,11 @@ pub struct Forwarding<'a> {
 }
 
 impl Upstream {
-    /// Builds the upstream; reuses `previous` whole (pool, token, key) when its configuration is
-    /// unchanged, and its credential and subscription key when only those are unchanged.
-    pub fn new(cfg: &config::Upstream, metrics: &Arc<Metrics>, previous: Option<&Upstream>) -> Result<Self, String> {
-        if let Some(prev) = previous.filter(|p| *p.config == *cfg) {
+    /// Builds the upstream; reuses the previous upstream of that name whole (pool, token, key)
+    /// when its configuration is unchanged, and its credential and subscription key when only
+    /// those are unchanged ([`carry_over`]).
+    pub fn new(cfg: &config::Upstream, metrics: &Arc<Metrics>, previous: &[Upstream]) -> Result<Self, String> {
+        if let Some(prev) = carry_over(previous, &cfg.name, |p| *p.config == *cfg) {
             return Ok(prev.clone());
         }
         let https = cfg.scheme == http::uri::Scheme::HTTPS;
@@ -78,12 +86,12 @@ impl Upstream {
             .build(connector);
         // Another setting changed (timeout, pool, …): the client is rebuilt, but an unchanged
         // credential keeps its token — a fresh one would answer 503 until its first fetch.
-        let credential = match previous.filter(|p| p.config.credential == cfg.credential) {
+        let credential = match carry_over(previous, &cfg.name, |p| p.config.credential == cfg.credential) {
             Some(prev) => Arc::clone(&prev.credential),
             None => CredentialSource::start(cfg.name.clone(), &cfg.credential, metrics.clone())
                 .map_err(|e| format!("upstream {}: credential: {e}", cfg.name))?,
         };
-        let kept_key = previous.filter(|p| {
+        let kept_key = carry_over(previous, &cfg.name, |p| {
             p.config.subscription_key == cfg.subscription_key
                 && p.config.subscription_key_header == cfg.subscription_key_header
         });
