@@ -717,4 +717,18 @@ mod tests {
         assert_eq!(&*i.claims.try_number, "attempt");
         assert_eq!(&*i.claims.pipeline, "dag_id");
     }
+
+    #[test]
+    fn kubernetes_issuers_take_no_scope_claims_or_private_keys() {
+        let k8s = "[kubernetes]\nnamespaces = [\"airflow\"]\n";
+        let (i, p, _) = check(&format!("{BASE}jwks_url = \"https://idp/k\"\n{k8s}"));
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(i.unwrap().kubernetes.unwrap().namespaces, vec!["airflow"]);
+        let (_, p, _) = check(&format!("{BASE}jwks_url = \"https://idp/k\"\nrequired_scope = \"egress\"\n{k8s}"));
+        assert!(p.iter().any(|m| m.starts_with("issuers[0].required_scope") && m.contains("kubernetes")), "{p:?}");
+        let (_, p, _) = check(&format!("{BASE}shared_secret = \"env:S\"\n{k8s}"));
+        assert!(p.iter().any(|m| m.starts_with("issuers[0].shared_secret")), "{p:?}");
+        let (_, p, _) = check(&format!("{BASE}jwks_url = \"https://idp/k\"\n[kubernetes]\nnamespaces = [\"a\"]\nttl = \"1m\"\n"));
+        assert!(p.iter().any(|m| m.starts_with("issuers[0].kubernetes.ttl") && m.contains("unknown key")), "{p:?}");
+    }
 }

@@ -48,16 +48,20 @@ impl ApiUrl {
         match self {
             ApiUrl::Url(u) => Ok(u.as_str().trim_end_matches('/').to_owned()),
             ApiUrl::InCluster => {
-                let host = std::env::var("KUBERNETES_SERVICE_HOST").map_err(|_| {
-                    "KUBERNETES_SERVICE_HOST is not set (not running in a pod?); set [issuers.kubernetes] api_url"
-                        .to_owned()
-                })?;
-                let port = std::env::var("KUBERNETES_SERVICE_PORT").unwrap_or_else(|_| "443".to_owned());
-                let host = if host.contains(':') { format!("[{host}]") } else { host };
-                Ok(format!("https://{host}:{port}"))
+                in_cluster(std::env::var("KUBERNETES_SERVICE_HOST").ok(), std::env::var("KUBERNETES_SERVICE_PORT").ok())
             }
         }
     }
+}
+
+/// The in-cluster API address from the two variables the kubelet sets in every pod.
+fn in_cluster(host: Option<String>, port: Option<String>) -> Result<String, String> {
+    let host = host.filter(|h| !h.is_empty()).ok_or_else(|| {
+        "KUBERNETES_SERVICE_HOST is not set (not running in a pod?); set [issuers.kubernetes] api_url".to_owned()
+    })?;
+    let port = port.filter(|p| !p.is_empty()).unwrap_or_else(|| "443".to_owned());
+    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    Ok(format!("https://{host}:{port}"))
 }
 
 /// A validated `[issuers.kubernetes]`.
@@ -219,9 +223,12 @@ mod tests {
     }
 
     #[test]
-    fn in_cluster_address_brackets_ipv6() {
-        // Only `resolve` reads the environment; exercise the formatting through a configured URL.
-        let k = ApiUrl::Url(Url::parse("https://[fd00::1]:443/").unwrap());
-        assert_eq!(k.resolve().unwrap(), "https://[fd00::1]");
+    fn in_cluster_address_from_the_service_variables() {
+        let s = |v: &str| Some(v.to_owned());
+        assert_eq!(in_cluster(s("10.0.0.1"), s("443")).unwrap(), "https://10.0.0.1:443");
+        assert_eq!(in_cluster(s("fd00::1"), None).unwrap(), "https://[fd00::1]:443");
+        assert!(in_cluster(None, s("443")).unwrap_err().contains("api_url"));
+        let k = ApiUrl::Url(Url::parse("https://k8s.example:6443/").unwrap());
+        assert_eq!(k.resolve().unwrap(), "https://k8s.example:6443");
     }
 }
