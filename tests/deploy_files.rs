@@ -569,7 +569,8 @@ fn pod_identity_rbac_mounts_and_task_pod_template_agree_with_aks_toml() {
             .unwrap_or_else(|| panic!("no Role in namespace {ns}"));
         let rules = role["rules"].as_sequence().unwrap();
         assert_eq!(rules.len(), 1);
-        let list = |k: &str| -> Vec<&str> { rules[0][k].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect() };
+        let list =
+            |k: &str| -> Vec<&str> { rules[0][k].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect() };
         assert_eq!((list("apiGroups"), list("resources"), list("verbs")), (vec![""], vec!["pods"], vec!["get"]));
         let binding = rbac
             .iter()
@@ -633,12 +634,8 @@ fn pod_identity_rbac_mounts_and_task_pod_template_agree_with_aks_toml() {
         .iter()
         .find(|v| v["mountPath"] == "/var/run/secrets/airgate")
         .expect("token mounted at /var/run/secrets/airgate");
-    let projected = template["spec"]["volumes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .find(|v| v["name"] == mount["name"])
-        .unwrap();
+    let projected =
+        template["spec"]["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == mount["name"]).unwrap();
     let t = &projected["projected"]["sources"][0]["serviceAccountToken"];
     assert!(audiences.iter().any(|a| t["audience"].as_str() == Some(a)), "audience {:?}", t["audience"]);
     assert_eq!(t["audience"], "urn:airgate");

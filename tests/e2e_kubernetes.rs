@@ -95,7 +95,10 @@ async fn api_answer(req: Request<Incoming>, st: Arc<ApiState>) -> Result<Respons
         return Ok(json_response(200, st.jwks.clone()));
     }
     let Some(rest) = path.strip_prefix("/api/v1/namespaces/") else {
-        return Ok(json_response(404, status_body(404, "NotFound", "the server could not find the requested resource")));
+        return Ok(json_response(
+            404,
+            status_body(404, "NotFound", "the server could not find the requested resource"),
+        ));
     };
     st.pod_gets.fetch_add(1, Ordering::SeqCst);
     let mode = *st.mode.lock().unwrap();
@@ -104,10 +107,16 @@ async fn api_answer(req: Request<Incoming>, st: Arc<ApiState>) -> Result<Respons
         Mode::Status(403) => {
             return Ok(json_response(
                 403,
-                status_body(403, "Forbidden", "pods is forbidden: User \"system:serviceaccount:airgate:airgate\" cannot get resource \"pods\""),
+                status_body(
+                    403,
+                    "Forbidden",
+                    "pods is forbidden: User \"system:serviceaccount:airgate:airgate\" cannot get resource \"pods\"",
+                ),
             ));
         }
-        Mode::Status(code) => return Ok(json_response(code, status_body(code, "InternalError", "etcdserver: request timed out"))),
+        Mode::Status(code) => {
+            return Ok(json_response(code, status_body(code, "InternalError", "etcdserver: request timed out")));
+        }
         Mode::Normal => {}
     }
     let expected = format!("Bearer {}", st.accepted_token.lock().unwrap());
@@ -491,7 +500,8 @@ async fn replaced_gone_and_finished_pods_are_refused() {
     reason_is(&h.last_audit(1).await, "unauthenticated", "pod_mismatch");
     assert_eq!(h.lookups("mismatch").await, 1.0);
 
-    let gone = pod_token(&h.key, "airflow", SA, Some(("sales-daily-gone-00000000", "11111111-0000-4000-8000-000000000000")));
+    let gone =
+        pod_token(&h.key, "airflow", SA, Some(("sales-daily-gone-00000000", "11111111-0000-4000-8000-000000000000")));
     h.call(&gone, &[]).await.problem(401);
     let line = h.last_audit(2).await;
     reason_is(&line, "unauthenticated", "pod_not_found");
@@ -707,7 +717,10 @@ async fn no_service_account_token_in_logs_audit_metrics_or_problems() {
     let logs = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     assert!(logs.contains("pod lookup failed"), "the outage was logged: {logs}");
     for (what, text) in [("audit", &audit), ("metrics", &metrics), ("logs", &logs), ("problems", &bodies.join("\n"))] {
-        assert!(!text.contains(API_TOKEN) && !text.contains("eyJhbGciOiJSUzI1NiJ9.first"), "{what} leaks airgate's token");
+        assert!(
+            !text.contains(API_TOKEN) && !text.contains("eyJhbGciOiJSUzI1NiJ9.first"),
+            "{what} leaks airgate's token"
+        );
         for t in &tokens {
             let signature = t.rsplit('.').next().unwrap();
             assert!(!text.contains(t.as_str()) && !text.contains(signature), "{what} leaks a caller token");

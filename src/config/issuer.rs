@@ -728,7 +728,8 @@ mod tests {
         assert!(p.iter().any(|m| m.starts_with("issuers[0].required_scope") && m.contains("kubernetes")), "{p:?}");
         let (_, p, _) = check(&format!("{BASE}shared_secret = \"env:S\"\n{k8s}"));
         assert!(p.iter().any(|m| m.starts_with("issuers[0].shared_secret")), "{p:?}");
-        let (_, p, _) = check(&format!("{BASE}jwks_url = \"https://idp/k\"\n[kubernetes]\nnamespaces = [\"a\"]\nttl = \"1m\"\n"));
+        let (_, p, _) =
+            check(&format!("{BASE}jwks_url = \"https://idp/k\"\n[kubernetes]\nnamespaces = [\"a\"]\nttl = \"1m\"\n"));
         assert!(p.iter().any(|m| m.starts_with("issuers[0].kubernetes.ttl") && m.contains("unknown key")), "{p:?}");
     }
 }

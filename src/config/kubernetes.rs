@@ -128,7 +128,10 @@ pub fn validate(raw: RawKubernetes, at: &str, p: &mut Problems) -> Option<Kubern
                 Some(ApiUrl::Url(u))
             }
             _ => {
-                p.push(join(at, "api_url"), "not an http(s) URL without a query, e.g. \"https://kubernetes.default.svc\"");
+                p.push(
+                    join(at, "api_url"),
+                    "not an http(s) URL without a query, e.g. \"https://kubernetes.default.svc\"",
+                );
                 None
             }
         },
@@ -215,7 +218,10 @@ mod tests {
     #[test]
     fn unknown_keys_secrets_and_urls() {
         let (_, p) = check("namespaces = [\"a\"]\nnamespace = \"a\"\n");
-        assert!(p.iter().any(|m| m.starts_with("issuers[0].kubernetes.namespace") && m.contains("unknown key")), "{p:?}");
+        assert!(
+            p.iter().any(|m| m.starts_with("issuers[0].kubernetes.namespace") && m.contains("unknown key")),
+            "{p:?}"
+        );
         let (_, p) = check("namespaces = [\"a\"]\ntoken = \"eyJhbGciOi\"\n");
         assert!(p.iter().any(|m| m.starts_with("issuers[0].kubernetes.token") && !m.contains("eyJ")), "{p:?}");
         let (_, p) = check("namespaces = [\"a\"]\napi_url = \"https://u:pw@k8s\"\n");

@@ -9,6 +9,15 @@ pub fn summary(c: &Config) -> String {
     let tls = if c.server.tls.is_some() { " (TLS)" } else { "" };
     let _ = writeln!(s, "listeners: proxy {}{tls}, admin {}", c.server.listen, c.admin.listen);
     let _ = writeln!(s, "issuers ({}): {}", c.issuers.len(), names(c.issuers.iter().map(|i| &*i.name)));
+    for (name, k) in c.issuers.iter().filter_map(|i| Some((&i.name, i.kubernetes.as_ref()?))) {
+        let accounts = k.service_accounts.as_ref().map_or_else(|| "any".to_owned(), |s| s.join(", "));
+        let _ = writeln!(
+            s,
+            "  {name}: kubernetes pods in {} (service accounts: {accounts}), cached {}",
+            k.namespaces.join(", "),
+            humantime::format_duration(k.pod_cache_ttl)
+        );
+    }
     let _ = writeln!(s, "upstreams ({}):", c.upstreams.len());
     for u in &c.upstreams {
         let _ = writeln!(s, "  {} -> {}://{}{}", u.name, u.scheme, u.authority, u.base_path);

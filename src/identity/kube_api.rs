@@ -49,7 +49,7 @@ pub(crate) struct PodStatus {
 
 /// What one lookup found.
 #[derive(Debug)]
-pub(crate) enum Found {
+pub(crate) enum PodAnswer {
     /// The API returned the pod.
     Pod(Pod),
     /// 404: no pod of that name.
@@ -100,7 +100,7 @@ impl KubeApi {
     }
 
     /// `GET /api/v1/namespaces/{namespace}/pods/{name}`. Both names are checked object names.
-    pub(crate) async fn pod(&self, namespace: &str, name: &str) -> Found {
+    pub(crate) async fn pod(&self, namespace: &str, name: &str) -> PodAnswer {
         let url = format!("{}/api/v1/namespaces/{namespace}/pods/{name}", self.base);
         let req = Request::get(url)
             .header(header::AUTHORIZATION, self.token.get())
@@ -109,19 +109,19 @@ impl KubeApi {
             .body(Full::new(Bytes::new()));
         let req = match req {
             Ok(r) => r,
-            Err(e) => return Found::Unavailable(format!("bad request URL: {e}")),
+            Err(e) => return PodAnswer::Unavailable(format!("bad request URL: {e}")),
         };
         let resp = match client::fetch(&self.client, req, self.timeout, MAX_POD_BYTES).await {
             Ok(r) => r,
-            Err(e) => return Found::Unavailable(e.to_string()),
+            Err(e) => return PodAnswer::Unavailable(e.to_string()),
         };
         match resp.status {
             StatusCode::OK => match serde_json::from_slice::<Pod>(&resp.body) {
-                Ok(pod) => Found::Pod(pod),
-                Err(e) => Found::Unavailable(format!("the API returned a pod airgate cannot read: {e}")),
+                Ok(pod) => PodAnswer::Pod(pod),
+                Err(e) => PodAnswer::Unavailable(format!("the API returned a pod airgate cannot read: {e}")),
             },
-            StatusCode::NOT_FOUND => Found::NotFound,
-            status => Found::Unavailable(format!("the API answered {status}{}", status_message(&resp.body))),
+            StatusCode::NOT_FOUND => PodAnswer::NotFound,
+            status => PodAnswer::Unavailable(format!("the API answered {status}{}", status_message(&resp.body))),
         }
     }
 }

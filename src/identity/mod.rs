@@ -259,9 +259,9 @@ impl Authenticator {
             let pods = match &issuer.kubernetes {
                 None => None,
                 // An unchanged cluster keeps its client, token watch and cached pods over a reload.
-                Some(k) => match previous.and_then(|p| {
-                    p.issuers.iter().find(|r| r.config.name == issuer.name).and_then(|r| r.pods.as_ref())
-                }) {
+                Some(k) => match previous
+                    .and_then(|p| p.issuers.iter().find(|r| r.config.name == issuer.name).and_then(|r| r.pods.as_ref()))
+                {
                     Some(prev) if prev.config == *k => Some(Arc::clone(prev)),
                     _ => {
                         let counters = pod::LookupCounters::new(&metrics.pod_lookups, &issuer.name);
@@ -354,7 +354,13 @@ impl Authenticator {
                 pod::PodError::NotRunning => (RejectionKind::Unauthenticated, reason::POD_NOT_RUNNING),
                 pod::PodError::Unavailable => (RejectionKind::Unavailable, reason::IDENTITY_UNAVAILABLE),
             };
-            Rejection { kind, reason, issuer: Some(Arc::clone(name)), token_sent: true, pod: Some(Arc::clone(&claims.display)) }
+            Rejection {
+                kind,
+                reason,
+                issuer: Some(Arc::clone(name)),
+                token_sent: true,
+                pod: Some(Arc::clone(&claims.display)),
+            }
         })?;
         let from_header = facts.pipeline.is_none();
         if from_header && !rt.config.pipeline_from_header {

@@ -5,7 +5,7 @@
 
 use super::{
     Identity,
-    kube_api::{Found, KubeApi, Pod},
+    kube_api::{KubeApi, Pod, PodAnswer},
 };
 use crate::config::kubernetes::{self, Kubernetes};
 use arc_swap::ArcSwapOption;
@@ -22,7 +22,6 @@ const MAX_PODS: u64 = 50_000;
 
 /// How long after a failed lookup a stale (but still usable) entry is served without asking again.
 const STALE_BACKOFF: Duration = Duration::from_secs(1);
-
 
 /// The `kubernetes.io` claim of a pod-bound token, as the kube-apiserver's TokenRequest writes it:
 /// `{"namespace", "pod": {"name", "uid"}, "serviceaccount": {"name", "uid"}}`.
@@ -270,7 +269,8 @@ impl PodCache {
                 self.counters.fetched.inc();
                 let facts = Arc::new(facts);
                 let until = now + Duration::from_secs(exp.saturating_sub(super::verify::unix_now()));
-                let entry = Entry { facts: Arc::clone(&facts), fresh_until: until.min(now + self.ttl), usable_until: until };
+                let entry =
+                    Entry { facts: Arc::clone(&facts), fresh_until: until.min(now + self.ttl), usable_until: until };
                 slot.entry.store(Some(Arc::new(entry)));
                 running(facts)
             }
@@ -317,9 +317,9 @@ impl PodSource {
         self.cache
             .get(claims, exp, || async {
                 match self.api.pod(&claims.namespace, &claims.name).await {
-                    Found::Pod(pod) => Ok(Some(facts(pod, team))),
-                    Found::NotFound => Ok(None),
-                    Found::Unavailable(why) => Err(why),
+                    PodAnswer::Pod(pod) => Ok(Some(facts(pod, team))),
+                    PodAnswer::NotFound => Ok(None),
+                    PodAnswer::Unavailable(why) => Err(why),
                 }
             })
             .await
@@ -386,8 +386,10 @@ mod tests {
     }
 
     fn pod(annotations: Value, phase: &str) -> Pod {
-        serde_json::from_value(json!({"metadata": {"uid": "p-1", "annotations": annotations}, "status": {"phase": phase}}))
-            .unwrap()
+        serde_json::from_value(
+            json!({"metadata": {"uid": "p-1", "annotations": annotations}, "status": {"phase": phase}}),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -409,7 +411,8 @@ mod tests {
         assert_eq!(f.team.as_deref(), Some("finance"));
         assert!(!f.finished);
 
-        let unmapped = facts(pod(json!({"dag_id": "d", "run_id": "scheduled__2026-03-01T06:00:00+00:00"}), "Pending"), None);
+        let unmapped =
+            facts(pod(json!({"dag_id": "d", "run_id": "scheduled__2026-03-01T06:00:00+00:00"}), "Pending"), None);
         assert_eq!(unmapped.map_index, None);
         assert_eq!(unmapped.team, None);
         assert_eq!(unmapped.run_id.as_deref(), Some("scheduled__2026-03-01T06:00:00+00:00"));
@@ -435,8 +438,7 @@ mod tests {
     }
 
     fn counters() -> (prometheus::IntCounterVec, LookupCounters) {
-        let family =
-            prometheus::IntCounterVec::new(prometheus::Opts::new("t", "t"), &["issuer", "result"]).unwrap();
+        let family = prometheus::IntCounterVec::new(prometheus::Opts::new("t", "t"), &["issuer", "result"]).unwrap();
         let c = LookupCounters::new(&family, "aks");
         (family, c)
     }
