@@ -5,6 +5,7 @@
 //! API (`pkg/serviceaccount/claims.go`), and task pods as the KubernetesExecutor's pod generator
 //! writes them (`tests/fixtures/kubernetes/`, made by `generate_pods.py`).
 
+mod credentials_support;
 mod support;
 
 use airgate::{app, config, identity::mint::SigningKey};
@@ -677,14 +678,7 @@ async fn celery_workers_get_team_level_trust_only_when_configured() {
 
 #[tokio::test]
 async fn no_service_account_token_in_logs_audit_metrics_or_problems() {
-    let logs = Arc::new(Mutex::new(Vec::<u8>::new()));
-    let sink = logs.clone();
-    let _ = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_ansi(false)
-        .with_writer(move || LogWriter(sink.clone()))
-        .try_init();
-
+    let logs = credentials_support::captured_logs();
     let h = harness("", "pod_cache_ttl = \"1s\"").await;
     let pod = sales_pod();
     h.api.put(&pod);
@@ -725,18 +719,5 @@ async fn no_service_account_token_in_logs_audit_metrics_or_problems() {
             let signature = t.rsplit('.').next().unwrap();
             assert!(!text.contains(t.as_str()) && !text.contains(signature), "{what} leaks a caller token");
         }
-    }
-}
-
-#[derive(Clone)]
-struct LogWriter(Arc<Mutex<Vec<u8>>>);
-
-impl std::io::Write for LogWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
     }
 }

@@ -333,10 +333,7 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     fn map(v: Value) -> Map<String, Value> {
-        match v {
-            Value::Object(m) => m,
-            _ => unreachable!(),
-        }
+        serde_json::from_value(v).unwrap()
     }
 
     /// The claims of a pod-bound projected token, exactly as the TokenRequest API writes them.

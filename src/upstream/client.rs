@@ -90,10 +90,14 @@ fn connector_with_roots(roots: rustls::RootCertStore, settings: &ClientSettings<
 
 /// A client for control-plane fetches.
 pub fn fetch_client(settings: &ClientSettings<'_>) -> Result<FetchClient, String> {
-    Ok(Client::builder(TokioExecutor::new())
+    Ok(pooled(connector(settings)?))
+}
+
+fn pooled(connector: Connector) -> FetchClient {
+    Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector(settings)?))
+        .build(connector)
 }
 
 /// A control-plane client that trusts only the certificates in `ca_file` (a private cluster CA),
@@ -102,10 +106,7 @@ pub fn fetch_client_trusting(ca_file: &Path, connect_timeout: Duration) -> Resul
     let mut roots = rustls::RootCertStore::empty();
     add_pem_file(&mut roots, ca_file)?;
     let settings = ClientSettings { ca_file: None, connect_timeout, enable_http2: true };
-    Ok(Client::builder(TokioExecutor::new())
-        .timer(TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector_with_roots(roots, &settings)?))
+    Ok(pooled(connector_with_roots(roots, &settings)?))
 }
 
 /// A fully read response.
