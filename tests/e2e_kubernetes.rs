@@ -272,6 +272,12 @@ struct Harness {
 const API_TOKEN: &str = "airgate-own-sa-token-eyJhbGciOiJSUzI1NiJ9.first";
 
 async fn harness(issuer_extra: &str, k8s_extra: &str) -> Harness {
+    harness_with(issuer_extra, k8s_extra, false).await
+}
+
+/// With `foreign_ca`, airgate's `[issuers.kubernetes] ca_file` holds a CA that did not sign the
+/// API server's certificate (the OIDC keys still load with the right one).
+async fn harness_with(issuer_extra: &str, k8s_extra: &str, foreign_ca: bool) -> Harness {
     let pki = pki();
     let key = rsa_key();
     let api = KubeApi::start(&pki, &key, API_TOKEN).await;
@@ -279,6 +285,8 @@ async fn harness(issuer_extra: &str, k8s_extra: &str) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let ca = dir.path().join("ca.crt");
     std::fs::write(&ca, &pki.ca_pem).unwrap();
+    let kube_ca = dir.path().join("kube-ca.crt");
+    std::fs::write(&kube_ca, if foreign_ca { support::pki().ca_pem } else { pki.ca_pem.clone() }).unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, format!("{API_TOKEN}\n")).unwrap();
     let addr = api.addr;
@@ -303,7 +311,7 @@ max_lifetime = "24h"
 {issuer_extra}
 [issuers.kubernetes]
 api_url = "https://{addr}"
-ca_file = "{ca}"
+ca_file = "{kube_ca}"
 token = "file:{token}"
 namespaces = ["airflow"]
 service_accounts = ["{SA}"]
@@ -324,6 +332,7 @@ allow = {{ pipelines = ["sales_*", "finance_*"] }}
 "#,
         audit = dir.path().join("audit.jsonl").display(),
         ca = ca.display(),
+        kube_ca = kube_ca.display(),
         token = token_file.display(),
         upstream = up.url(),
     );
@@ -616,6 +625,16 @@ async fn through_an_api_outage_cached_pods_keep_working_and_new_ones_get_503() {
             .is_some(),
         "{metrics}"
     );
+}
+
+#[tokio::test]
+async fn the_api_server_certificate_is_verified_with_ca_file_only() {
+    let h = harness_with("", "", true).await;
+    let pod = sales_pod();
+    h.api.put(&pod);
+    h.call(&token_for(&h.key, &pod), &[]).await.problem(503);
+    assert_eq!(h.api.gets(), 0, "no request was sent over an unverified connection");
+    assert_eq!(h.lookups("error").await, 1.0);
 }
 
 #[tokio::test]
