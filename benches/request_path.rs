@@ -172,6 +172,7 @@ fn audit_serialise(c: &mut Criterion) {
         roles: vec![],
         jti: Some("0123456789abcdef".into()),
         expires_at: 0,
+        pod: None,
     });
     let record = Record {
         ts: std::time::SystemTime::now(),
@@ -186,6 +187,7 @@ fn audit_serialise(c: &mut Criterion) {
         upstream: Some("apim".into()),
         issuer: None,
         identity: Some(identity),
+        pod: None,
         client_ip: "10.1.2.3".parse().unwrap(),
         upstream_duration_ms: Some(12.5),
         trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),

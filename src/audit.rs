@@ -55,6 +55,8 @@ pub struct Record {
     pub issuer: Option<Arc<str>>,
     /// The verified identity.
     pub identity: Option<Arc<Identity>>,
+    /// `<namespace>/<name>` of the pod a refused Kubernetes token named.
+    pub pod: Option<Arc<str>>,
     /// Client address (see `trusted_proxies`).
     pub client_ip: IpAddr,
     /// Time spent waiting for the upstream's response head.
@@ -83,6 +85,7 @@ struct Line<'a> {
     map_index: Option<NumOrText<'a>>,
     team: Option<&'a str>,
     jti: Option<&'a str>,
+    pod: Option<&'a str>,
     client_ip: String,
     duration_ms: f64,
     upstream_duration_ms: Option<f64>,
@@ -140,6 +143,7 @@ pub fn encode(r: &Record, duration_ms: f64, bytes_in: u64, bytes_out: u64, out: 
             map_index: num_or_text(id.and_then(|i| i.map_index.as_deref())),
             team: id.and_then(|i| i.team.as_deref()),
             jti: id.and_then(|i| i.jti.as_deref()),
+            pod: r.pod.as_deref().or(id.and_then(|i| i.pod.as_deref())),
             client_ip: r.client_ip.to_string(),
             duration_ms: round3(duration_ms),
             upstream_duration_ms: r.upstream_duration_ms.map(round3),
@@ -340,6 +344,7 @@ impl Record {
             upstream: None,
             issuer: None,
             identity: None,
+            pod: None,
             client_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             upstream_duration_ms: None,
             trace_id: String::new(),

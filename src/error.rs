@@ -31,6 +31,8 @@ pub enum Outcome {
     UpstreamTimeout,
     /// No valid upstream credential.
     CredentialUnavailable,
+    /// The caller's pod cannot be looked up (Kubernetes API down) and is not cached.
+    IdentityUnavailable,
     /// The gateway is shutting down.
     Draining,
     /// The client went away before an answer (recorded with status 499).
@@ -54,6 +56,7 @@ impl Outcome {
             Outcome::UpstreamError => "upstream_error",
             Outcome::UpstreamTimeout => "upstream_timeout",
             Outcome::CredentialUnavailable => "credential_unavailable",
+            Outcome::IdentityUnavailable => "identity_unavailable",
             Outcome::Draining => "draining",
             Outcome::ClientClosed => "client_closed",
             Outcome::ClientTimeout => "client_timeout",
@@ -118,6 +121,11 @@ pub enum GatewayError {
         /// Whole seconds to wait.
         retry_after: u64,
     },
+    /// 503: the caller's identity needs a pod lookup the Kubernetes API cannot answer now.
+    IdentityUnavailable {
+        /// Whole seconds to wait.
+        retry_after: u64,
+    },
     /// 503: shutting down.
     Draining,
 }
@@ -139,6 +147,7 @@ impl GatewayError {
             GatewayError::UpstreamError { .. } => StatusCode::BAD_GATEWAY,
             GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::CredentialUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::IdentityUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Draining => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
@@ -159,6 +168,7 @@ impl GatewayError {
             GatewayError::UpstreamError { .. } => Outcome::UpstreamError,
             GatewayError::UpstreamTimeout => Outcome::UpstreamTimeout,
             GatewayError::CredentialUnavailable { .. } => Outcome::CredentialUnavailable,
+            GatewayError::IdentityUnavailable { .. } => Outcome::IdentityUnavailable,
             GatewayError::Draining => Outcome::Draining,
         }
     }
@@ -179,6 +189,7 @@ impl GatewayError {
             GatewayError::RateLimitUnavailable { .. } => Cow::Borrowed("ratelimit_backend_down"),
             GatewayError::UpstreamTimeout => Cow::Borrowed("upstream_timeout"),
             GatewayError::CredentialUnavailable { .. } => Cow::Borrowed("no_valid_upstream_token"),
+            GatewayError::IdentityUnavailable { .. } => Cow::Borrowed("identity_unavailable"),
             GatewayError::Draining => Cow::Borrowed("draining"),
         }
     }
@@ -232,6 +243,11 @@ impl GatewayError {
                 "Service Unavailable",
                 "The gateway holds no valid credential for the upstream; retry later.",
             ),
+            GatewayError::IdentityUnavailable { .. } => (
+                "identity-unavailable",
+                "Service Unavailable",
+                "The caller's identity cannot be established right now; retry later.",
+            ),
             GatewayError::Draining => {
                 ("draining", "Service Unavailable", "The gateway is shutting down; retry on another replica.")
             }
@@ -273,7 +289,8 @@ impl GatewayError {
                 quota.apply(h);
             }
             GatewayError::RateLimitUnavailable { retry_after }
-            | GatewayError::CredentialUnavailable { retry_after } => {
+            | GatewayError::CredentialUnavailable { retry_after }
+            | GatewayError::IdentityUnavailable { retry_after } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
             }
             GatewayError::Draining => {

@@ -51,6 +51,8 @@ pub struct Metrics {
     pub audit_dropped: IntCounter,
     /// `airgate_in_flight_requests`.
     pub in_flight: IntGauge,
+    /// `airgate_pod_lookups_total{issuer,result}` (contract §9).
+    pub pod_lookups: IntCounterVec,
     pipelines: PipelineLabels,
 }
 
@@ -156,6 +158,12 @@ impl Metrics {
                 register(r, g.clone());
                 g
             },
+            pod_lookups: counter(
+                r,
+                "airgate_pod_lookups_total",
+                "Requests that needed a Kubernetes pod, by how it was found (cached, fetched, mismatch, not_found, error).",
+                &["issuer", "result"],
+            ),
             pipelines: PipelineLabels::new(max_pipelines),
             registry,
         })

@@ -159,6 +159,7 @@ impl Gateway {
             upstream: None,
             issuer: None,
             identity: None,
+            pod: None,
             client_ip: headers::client_ip(req.headers(), conn.peer.ip(), &server.trusted_proxies),
             upstream_duration_ms: None,
             trace_id,
@@ -234,6 +235,7 @@ impl Gateway {
         // 2. Identity.
         let identity = snap.auth.authenticate(req.headers()).await.map_err(|rejection| {
             record.issuer = rejection.issuer.clone();
+            record.pod = rejection.pod.clone();
             GatewayError::from(rejection)
         })?;
         record.identity = Some(identity.clone());

@@ -522,3 +522,126 @@ fn example_configs_name_secrets_only_by_reference() {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// docker/k8s/airflow/: the Airflow side of pod identity (contract §9)
+// ---------------------------------------------------------------------------------------------
+
+/// The `[issuers.kubernetes]` issuer of config/aks.toml.
+fn aks_kubernetes_issuer(config: &toml::Table) -> &toml::Table {
+    let issuers = config["issuers"].as_array().unwrap();
+    let found: Vec<&toml::Table> =
+        issuers.iter().filter_map(|i| i.as_table()).filter(|i| i.contains_key("kubernetes")).collect();
+    assert_eq!(found.len(), 1, "config/aks.toml has one kubernetes issuer");
+    found[0]
+}
+
+fn strings_of(v: &toml::Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|s| s.as_str().unwrap().to_owned()).collect()
+}
+
+#[test]
+fn pod_identity_rbac_mounts_and_task_pod_template_agree_with_aks_toml() {
+    let config = aks_config();
+    let issuer = aks_kubernetes_issuer(&config);
+    let k8s = issuer["kubernetes"].as_table().unwrap();
+    let namespaces = strings_of(&k8s["namespaces"]);
+    let service_accounts = strings_of(&k8s["service_accounts"]);
+    let audiences = strings_of(&issuer["audiences"]);
+    assert!(issuer.get("required_scope").is_none());
+
+    // airgate's side: its service account gets pods in every allowed namespace, and nothing more.
+    let m = Manifests::load();
+    let deploy = m.one("Deployment", "airgate");
+    let pod = &deploy["spec"]["template"]["spec"];
+    let sa = str_of(&pod["serviceAccountName"], "serviceAccountName");
+    let sa_ns = str_of(&deploy["metadata"]["namespace"], "deployment namespace");
+    let rbac = yaml_docs(&repo().join("docker/k8s/airflow/rbac.yaml"));
+    let kustomization = yaml_docs(&repo().join("docker/k8s/airflow/kustomization.yaml"));
+    assert!(kustomization[0].get("namespace").is_none(), "no namespace transform on the Airflow side");
+    let listed: Vec<&str> =
+        kustomization[0]["resources"].as_sequence().unwrap().iter().map(|r| r.as_str().unwrap()).collect();
+    assert_eq!(listed, ["rbac.yaml"]);
+    for ns in &namespaces {
+        let role = rbac
+            .iter()
+            .find(|o| o["kind"] == "Role" && o["metadata"]["namespace"].as_str() == Some(ns))
+            .unwrap_or_else(|| panic!("no Role in namespace {ns}"));
+        let rules = role["rules"].as_sequence().unwrap();
+        assert_eq!(rules.len(), 1);
+        let list =
+            |k: &str| -> Vec<&str> { rules[0][k].as_sequence().unwrap().iter().map(|v| v.as_str().unwrap()).collect() };
+        assert_eq!((list("apiGroups"), list("resources"), list("verbs")), (vec![""], vec!["pods"], vec!["get"]));
+        let binding = rbac
+            .iter()
+            .find(|o| o["kind"] == "RoleBinding" && o["metadata"]["namespace"].as_str() == Some(ns))
+            .unwrap_or_else(|| panic!("no RoleBinding in namespace {ns}"));
+        assert_eq!(binding["roleRef"]["kind"], "Role");
+        assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+        let subject = &binding["subjects"][0];
+        assert_eq!((subject["kind"].as_str(), subject["name"].as_str()), (Some("ServiceAccount"), Some(sa)));
+        assert_eq!(subject["namespace"].as_str(), Some(sa_ns));
+    }
+
+    // airgate's API token and CA are mounted where the issuer reads them.
+    let token_path = k8s.get("token").map_or("/var/run/secrets/kubernetes.io/serviceaccount/token".to_owned(), |t| {
+        t.as_str().unwrap().strip_prefix("file:").expect("a file token").to_owned()
+    });
+    let ca_path = k8s
+        .get("ca_file")
+        .map_or("/var/run/secrets/kubernetes.io/serviceaccount/ca.crt", |c| c.as_str().unwrap())
+        .to_owned();
+    let container = &pod["containers"][0];
+    let mount_of = |file: &str| -> (String, String) {
+        let dir = Path::new(file).parent().unwrap().to_str().unwrap();
+        let mount = container["volumeMounts"]
+            .as_sequence()
+            .unwrap()
+            .iter()
+            .find(|v| v["mountPath"].as_str() == Some(dir))
+            .unwrap_or_else(|| panic!("nothing mounted at {dir}"));
+        let name = str_of(&mount["name"], "mount name").to_owned();
+        (name, Path::new(file).file_name().unwrap().to_str().unwrap().to_owned())
+    };
+    let volume = |name: &str| -> &Value {
+        pod["volumes"].as_sequence().unwrap().iter().find(|v| v["name"].as_str() == Some(name)).unwrap()
+    };
+    let (token_volume, token_file) = mount_of(&token_path);
+    let sources = volume(&token_volume)["projected"]["sources"].as_sequence().unwrap();
+    let sa_token = sources.iter().find_map(|s| s.get("serviceAccountToken")).expect("a projected API token");
+    assert_eq!(sa_token["path"].as_str(), Some(token_file.as_str()));
+    assert!(sa_token.get("audience").is_none(), "airgate's own token is for the API server");
+    let (ca_volume, ca_file) = mount_of(&ca_path);
+    let ca = volume(&ca_volume)["projected"]["sources"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find_map(|s| s.get("configMap"))
+        .expect("the cluster CA");
+    assert_eq!(ca["name"], "kube-root-ca.crt");
+    assert_eq!(ca["items"][0]["path"].as_str(), Some(ca_file.as_str()));
+
+    // The task pods' side: a projected token for airgate's audience where airgate-airflow reads it.
+    let template = &yaml_docs(&repo().join("docker/k8s/airflow/pod-template.yaml"))[0];
+    assert_eq!(template["kind"], "Pod");
+    assert!(namespaces.iter().any(|n| template["metadata"]["namespace"].as_str() == Some(n)));
+    assert!(service_accounts.iter().any(|s| template["spec"]["serviceAccountName"].as_str() == Some(s)));
+    let base = &template["spec"]["containers"][0];
+    assert_eq!(base["name"], "base", "the KubernetesExecutor's container name");
+    let mount = base["volumeMounts"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .find(|v| v["mountPath"] == "/var/run/secrets/airgate")
+        .expect("token mounted at /var/run/secrets/airgate");
+    let projected =
+        template["spec"]["volumes"].as_sequence().unwrap().iter().find(|v| v["name"] == mount["name"]).unwrap();
+    let t = &projected["projected"]["sources"][0]["serviceAccountToken"];
+    assert!(audiences.iter().any(|a| t["audience"].as_str() == Some(a)), "audience {:?}", t["audience"]);
+    assert_eq!(t["audience"], "urn:airgate");
+    assert_eq!(t["path"], "token");
+    assert_eq!(t["expirationSeconds"].as_u64(), Some(3600));
+    let max_lifetime = issuer["max_lifetime"].as_str().unwrap();
+    let max = humantime::parse_duration(max_lifetime).unwrap();
+    assert!(max.as_secs() >= 3600, "max_lifetime {max_lifetime} is shorter than the projected token's life");
+}

@@ -4,7 +4,11 @@
 //! audience is refused, `none` is never an algorithm, `HS*` goes only with a `shared_secret` and
 //! never with public keys, exactly one key source, secrets only as references.
 
-use super::{AIRFLOW_EXECUTION_AUDIENCE, Problems, SecretRef, duration_or, join, required, units};
+use super::{
+    AIRFLOW_EXECUTION_AUDIENCE, Problems, SecretRef, duration_or, join,
+    kubernetes::{self, Kubernetes, RawKubernetes},
+    required, units,
+};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use jsonwebtoken::Algorithm;
 use serde::Deserialize;
@@ -55,6 +59,8 @@ pub struct RawIssuer {
     pub principal_pipelines: Option<BTreeMap<String, Vec<String>>>,
     /// Claim names.
     pub claims: Option<RawClaims>,
+    /// Identity from Kubernetes task pods (contract §9).
+    pub kubernetes: Option<RawKubernetes>,
 }
 
 /// `[issuers.claims]`: which claim carries which identity field.
@@ -184,6 +190,8 @@ pub struct Issuer {
     pub principal_pipelines: Vec<PrincipalGrant>,
     /// Claim names.
     pub claims: ClaimMap,
+    /// Identity from the pod the token is bound to (contract §9), instead of from claims.
+    pub kubernetes: Option<Kubernetes>,
 }
 
 impl Issuer {
@@ -217,6 +225,7 @@ impl Issuer {
             pipeline_from_header: false,
             principal_pipelines: Vec::new(),
             claims: ClaimMap::default(),
+            kubernetes: None,
         }
     }
 
@@ -345,6 +354,20 @@ pub fn validate(raw: RawIssuer, at: &str, p: &mut Problems, warnings: &mut Vec<S
 
     let pipeline_from_header = raw.pipeline_from_header.unwrap_or(false);
     let principal_pipelines = grants(raw.principal_pipelines, pipeline_from_header, at, p);
+    let kubernetes = raw.kubernetes.and_then(|k| {
+        // The pod is the identity: nothing in the token may name the pipeline or mark its kind.
+        for (key, set) in [
+            ("required_scope", required_scope.is_some()),
+            ("claims", raw.claims.is_some()),
+            ("shared_secret", raw.shared_secret.is_some()),
+            ("signing_key", raw.signing_key.is_some()),
+        ] {
+            if set {
+                p.push(join(at, key), "does not apply to a kubernetes issuer: the pod is the identity, and its keys come from the cluster's OIDC issuer (discovery_url, jwks_url or jwks_file)");
+            }
+        }
+        kubernetes::validate(k, &join(at, "kubernetes"), p)
+    });
     let claims = claim_map(raw.claims, pipeline_from_header, at, p);
 
     if p.len() != before {
@@ -367,6 +390,7 @@ pub fn validate(raw: RawIssuer, at: &str, p: &mut Problems, warnings: &mut Vec<S
         pipeline_from_header,
         principal_pipelines,
         claims,
+        kubernetes,
     })
 }
 
@@ -702,5 +726,20 @@ mod tests {
         assert_eq!(&*i.claims.principal, "oid");
         assert_eq!(&*i.claims.try_number, "attempt");
         assert_eq!(&*i.claims.pipeline, "dag_id");
+    }
+
+    #[test]
+    fn kubernetes_issuers_take_no_scope_claims_or_private_keys() {
+        let k8s = "[kubernetes]\nnamespaces = [\"airflow\"]\n";
+        let (i, p, _) = check(&format!("{BASE}jwks_url = \"https://idp/k\"\n{k8s}"));
+        assert!(p.is_empty(), "{p:?}");
+        assert_eq!(i.unwrap().kubernetes.unwrap().namespaces, vec!["airflow"]);
+        let (_, p, _) = check(&format!("{BASE}jwks_url = \"https://idp/k\"\nrequired_scope = \"egress\"\n{k8s}"));
+        assert!(p.iter().any(|m| m.starts_with("issuers[0].required_scope") && m.contains("kubernetes")), "{p:?}");
+        let (_, p, _) = check(&format!("{BASE}shared_secret = \"env:S\"\n{k8s}"));
+        assert!(p.iter().any(|m| m.starts_with("issuers[0].shared_secret")), "{p:?}");
+        let (_, p, _) =
+            check(&format!("{BASE}jwks_url = \"https://idp/k\"\n[kubernetes]\nnamespaces = [\"a\"]\nttl = \"1m\"\n"));
+        assert!(p.iter().any(|m| m.starts_with("issuers[0].kubernetes.ttl") && m.contains("unknown key")), "{p:?}");
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod credential;
 pub mod issuer;
+pub mod kubernetes;
 mod problems;
 pub mod ratelimit;
 pub mod raw;

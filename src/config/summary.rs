@@ -17,6 +17,16 @@ pub fn summary(c: &Config) -> String {
             KeySource::SharedSecret(_) => writeln!(s, "  {} keys: shared_secret", i.name),
             KeySource::SigningKey(_) => writeln!(s, "  {} keys: signing_key", i.name),
         };
+        if let Some(k) = &i.kubernetes {
+            let accounts = k.service_accounts.as_ref().map_or_else(|| "any".to_owned(), |s| s.join(", "));
+            let _ = writeln!(
+                s,
+                "  {}: kubernetes pods in {} (service accounts: {accounts}), cached {}",
+                i.name,
+                k.namespaces.join(", "),
+                humantime::format_duration(k.pod_cache_ttl)
+            );
+        }
     }
     let _ = writeln!(s, "upstreams ({}):", c.upstreams.len());
     for u in &c.upstreams {

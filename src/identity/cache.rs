@@ -3,7 +3,12 @@
 //! the signature check, never the time checks, and only counts while the key that verified the
 //! token is still in its issuer's key set.
 
-use super::{Identity, claims::Times};
+use super::{
+    Identity,
+    claims::Times,
+    pod::{PodClaims, PodFacts},
+};
+use arc_swap::ArcSwapOption;
 use moka::{Expiry, sync::Cache};
 use std::{
     sync::Arc,
@@ -26,6 +31,36 @@ pub(crate) struct Verified {
     pub fingerprint: [u8; 32],
     /// Validity window.
     pub times: Times,
+    /// The pod a Kubernetes issuer's token is bound to.
+    pub pod: Option<PodBinding>,
+}
+
+/// A token's pod binding, and the identity last built from its pod (so a cached pod costs no
+/// allocation per request: rebuilt only when the pod's facts are refreshed).
+#[derive(Debug)]
+pub(crate) struct PodBinding {
+    /// The `kubernetes.io` claim.
+    pub claims: PodClaims,
+    memo: ArcSwapOption<(Arc<PodFacts>, Arc<Identity>)>,
+}
+
+impl PodBinding {
+    /// A binding with nothing built yet.
+    pub(crate) fn new(claims: PodClaims) -> Self {
+        PodBinding { claims, memo: ArcSwapOption::empty() }
+    }
+
+    /// The identity of this token from `facts`, reused while the facts are the same.
+    pub(crate) fn identity(&self, facts: &Arc<PodFacts>, token: &Identity) -> Arc<Identity> {
+        if let Some(memo) = self.memo.load().as_ref()
+            && Arc::ptr_eq(&memo.0, facts)
+        {
+            return Arc::clone(&memo.1);
+        }
+        let identity = Arc::new(facts.identity(token, &self.claims));
+        self.memo.store(Some(Arc::new((Arc::clone(facts), Arc::clone(&identity)))));
+        identity
+    }
 }
 
 /// The cache key: SHA-256 of the compact token.

@@ -107,6 +107,16 @@ fn roles(claims: &Map<String, Value>, name: &str) -> Result<Vec<String>, &'stati
 /// empty: it is filled per request from `X-Airflow-Dag-Id`.
 pub(crate) fn identity(issuer: &Issuer, claims: &Map<String, Value>, exp: u64) -> Result<Identity, &'static str> {
     let c = &issuer.claims;
+    // Kubernetes issuers: the pipeline (and the rest) comes from the pod, only `sub` from the token.
+    if issuer.kubernetes.is_some() {
+        return Ok(Identity {
+            issuer: Arc::clone(&issuer.name),
+            principal: text(claims, "sub")?,
+            jti: text(claims, "jti")?,
+            expires_at: exp,
+            ..Identity::default()
+        });
+    }
     let pipeline = if issuer.pipeline_from_header {
         String::new()
     } else {
@@ -128,6 +138,7 @@ pub(crate) fn identity(issuer: &Issuer, claims: &Map<String, Value>, exp: u64) -
         roles: roles(claims, &c.roles)?,
         jti: text(claims, "jti")?,
         expires_at: exp,
+        pod: None,
     })
 }
 

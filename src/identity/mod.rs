@@ -11,7 +11,9 @@ mod cache;
 mod claims;
 mod jose;
 mod keys;
+mod kube_api;
 pub mod mint;
+mod pod;
 mod verify;
 
 use crate::carry::{CarryOver, carry_over};
@@ -50,6 +52,8 @@ pub struct Identity {
     pub jti: Option<String>,
     /// `exp`, unix seconds.
     pub expires_at: u64,
+    /// `<namespace>/<name>` of the pod a Kubernetes token is bound to (audit `pod`).
+    pub pod: Option<Arc<str>>,
 }
 
 /// The reasons a request has no acceptable identity: audit `reason` and metric label values.
@@ -102,6 +106,22 @@ pub mod reason {
     pub const PIPELINE_NOT_GRANTED: &str = "pipeline_not_granted";
     /// A `pipeline_from_header` issuer's token came without one valid `X-Airflow-Dag-Id` (403).
     pub const MISSING_PIPELINE_HEADER: &str = "missing_pipeline_header";
+    /// A Kubernetes issuer's token without the `kubernetes.io` pod binding (§9).
+    pub const NOT_POD_BOUND: &str = "not_pod_bound";
+    /// The token's pod is in a namespace not in `namespaces` (403).
+    pub const NAMESPACE_NOT_ALLOWED: &str = "namespace_not_allowed";
+    /// The token's service account is not in `service_accounts` (403).
+    pub const SERVICE_ACCOUNT_NOT_ALLOWED: &str = "service_account_not_allowed";
+    /// The pod of that name has another UID: it was replaced.
+    pub const POD_MISMATCH: &str = "pod_mismatch";
+    /// The pod does not exist.
+    pub const POD_NOT_FOUND: &str = "pod_not_found";
+    /// The pod has `Succeeded` or `Failed`.
+    pub const POD_NOT_RUNNING: &str = "pod_not_running";
+    /// The pod has no `dag_id` annotation and the issuer does not take the pipeline from the header.
+    pub const NO_PIPELINE: &str = "no_pipeline";
+    /// The Kubernetes API cannot answer for an uncached pod (503).
+    pub const IDENTITY_UNAVAILABLE: &str = "identity_unavailable";
 }
 
 /// 401 or 403.
@@ -111,6 +131,8 @@ pub enum RejectionKind {
     Unauthenticated,
     /// A valid token whose identity is not acceptable here: 403.
     Forbidden,
+    /// The identity cannot be established right now (the Kubernetes API is down): 503.
+    Unavailable,
 }
 
 /// Why a request has no acceptable identity.
@@ -124,15 +146,27 @@ pub struct Rejection {
     pub issuer: Option<Arc<str>>,
     /// A token was sent (RFC 6750 `error="invalid_token"`).
     pub token_sent: bool,
+    /// The pod a verified Kubernetes token named (audit `pod`, refusals included).
+    pub pod: Option<Arc<str>>,
 }
 
 impl Rejection {
     pub(crate) fn unauthenticated(reason: &'static str, issuer: Option<&Arc<str>>, token_sent: bool) -> Self {
-        Rejection { kind: RejectionKind::Unauthenticated, reason, issuer: issuer.cloned(), token_sent }
+        Rejection { kind: RejectionKind::Unauthenticated, reason, issuer: issuer.cloned(), token_sent, pod: None }
     }
 
     pub(crate) fn forbidden(reason: &'static str, issuer: &Arc<str>) -> Self {
-        Rejection { kind: RejectionKind::Forbidden, reason, issuer: Some(Arc::clone(issuer)), token_sent: true }
+        Rejection {
+            kind: RejectionKind::Forbidden,
+            reason,
+            issuer: Some(Arc::clone(issuer)),
+            token_sent: true,
+            pod: None,
+        }
+    }
+
+    fn with_pod(self, pod: &pod::PodClaims) -> Self {
+        Rejection { pod: Some(Arc::clone(&pod.display)), ..self }
     }
 }
 
@@ -143,14 +177,20 @@ impl From<Rejection> for GatewayError {
                 GatewayError::Unauthenticated { reason: r.reason, token_sent: r.token_sent }
             }
             RejectionKind::Forbidden => GatewayError::Forbidden { reason: Cow::Borrowed(r.reason) },
+            RejectionKind::Unavailable => GatewayError::IdentityUnavailable { retry_after: IDENTITY_RETRY_AFTER },
         }
     }
 }
+
+/// `Retry-After` of a 503 `identity_unavailable`, seconds.
+const IDENTITY_RETRY_AFTER: u64 = 2;
 
 /// One configured issuer at run time.
 struct Runtime {
     config: Issuer,
     keys: Arc<KeyStore>,
+    /// The task pods of a Kubernetes issuer.
+    pods: Option<Arc<pod::PodSource>>,
 }
 
 impl CarryOver for Runtime {
@@ -218,7 +258,20 @@ impl Authenticator {
                 }
                 KeyStore::spawn_refresh(&keys, Arc::clone(&metrics), rx.clone(), carried.is_some());
             }
-            runtimes.push(Runtime { config: issuer.clone(), keys });
+            let pods = match &issuer.kubernetes {
+                None => None,
+                // An unchanged cluster keeps its client, token watch and cached pods over a reload.
+                Some(k) => match previous
+                    .and_then(|p| p.issuers.iter().find(|r| r.config.name == issuer.name).and_then(|r| r.pods.as_ref()))
+                {
+                    Some(prev) if prev.config == *k => Some(Arc::clone(prev)),
+                    _ => {
+                        let counters = pod::LookupCounters::new(&metrics.pod_lookups, &issuer.name);
+                        Some(Arc::new(pod::PodSource::new(&issuer.name, k, counters)?))
+                    }
+                },
+            };
+            runtimes.push(Runtime { config: issuer.clone(), keys, pods });
         }
         let max_token_bytes = issuers.iter().map(|i| i.max_token_bytes).max().unwrap_or(8 << 10);
         Ok(Authenticator {
@@ -271,7 +324,52 @@ impl Authenticator {
         let Some(rt) = self.issuers.get(verified.issuer) else {
             return Err(Rejection::unauthenticated(reason::UNKNOWN_ISSUER, None, true));
         };
-        self.finish(&rt.config, &verified.identity, headers)
+        match (&rt.pods, &verified.pod) {
+            (Some(pods), Some(binding)) => self.finish_pod(rt, pods, &verified, binding, headers).await,
+            _ => self.finish(&rt.config, &verified.identity, headers, rt.config.pipeline_from_header),
+        }
+    }
+
+    /// A Kubernetes token: allow-lists (no lookup for a refused pod), then the pod (cache or API),
+    /// then the identity its annotations give, then the `X-Airflow-*` rules as for any issuer.
+    async fn finish_pod(
+        &self,
+        rt: &Runtime,
+        pods: &pod::PodSource,
+        verified: &cache::Verified,
+        binding: &cache::PodBinding,
+        headers: &HeaderMap,
+    ) -> Result<Arc<Identity>, Rejection> {
+        let name = &rt.config.name;
+        let claims = &binding.claims;
+        let refuse = |r: Rejection| r.with_pod(claims);
+        if !pods.config.namespace_allowed(&claims.namespace) {
+            return Err(refuse(Rejection::forbidden(reason::NAMESPACE_NOT_ALLOWED, name)));
+        }
+        if !pods.config.service_account_allowed(&claims.service_account) {
+            return Err(refuse(Rejection::forbidden(reason::SERVICE_ACCOUNT_NOT_ALLOWED, name)));
+        }
+        let facts = pods.resolve(claims, verified.times.exp).await.map_err(|e| {
+            let (kind, reason) = match e {
+                pod::PodError::Mismatch => (RejectionKind::Unauthenticated, reason::POD_MISMATCH),
+                pod::PodError::NotFound => (RejectionKind::Unauthenticated, reason::POD_NOT_FOUND),
+                pod::PodError::NotRunning => (RejectionKind::Unauthenticated, reason::POD_NOT_RUNNING),
+                pod::PodError::Unavailable => (RejectionKind::Unavailable, reason::IDENTITY_UNAVAILABLE),
+            };
+            Rejection {
+                kind,
+                reason,
+                issuer: Some(Arc::clone(name)),
+                token_sent: true,
+                pod: Some(Arc::clone(&claims.display)),
+            }
+        })?;
+        let from_header = facts.pipeline.is_none();
+        if from_header && !rt.config.pipeline_from_header {
+            return Err(refuse(Rejection::unauthenticated(reason::NO_PIPELINE, Some(name), true)));
+        }
+        let identity = binding.identity(&facts, &verified.identity);
+        self.finish(&rt.config, &identity, headers, from_header).map_err(refuse)
     }
 
     /// A cache hit that still holds: inside its window and its key still in the set.
@@ -293,15 +391,17 @@ impl Authenticator {
         Some(v)
     }
 
-    /// Applies the request's `X-Airflow-*` headers to a verified identity.
+    /// Applies the request's `X-Airflow-*` headers to a verified identity: assertions, or with
+    /// `from_header` the team-level pipeline of `principal_pipelines`.
     fn finish(
         &self,
         issuer: &Issuer,
         identity: &Arc<Identity>,
         headers: &HeaderMap,
+        from_header: bool,
     ) -> Result<Arc<Identity>, Rejection> {
         let name = &issuer.name;
-        if !issuer.pipeline_from_header {
+        if !from_header {
             let asserted = [
                 (X_DAG, Some(identity.pipeline.as_str())),
                 (X_TASK, identity.task.as_deref()),

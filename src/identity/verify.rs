@@ -2,7 +2,13 @@
 //! acceptable, choose the issuer by `iss` (and `aud`), find the key (refetching once on an
 //! unknown `kid`), check the signature with jsonwebtoken (aws-lc-rs), then the claims.
 
-use super::{Authenticator, Rejection, Runtime, cache::Verified, claims, jose, keys::Lookup, reason};
+use super::{
+    Authenticator, Rejection, Runtime,
+    cache::{PodBinding, Verified},
+    claims, jose,
+    keys::Lookup,
+    pod, reason,
+};
 use crate::config::AIRFLOW_EXECUTION_AUDIENCE;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
@@ -101,7 +107,14 @@ impl Authenticator {
         claims::check_lifetime(&times, cfg.max_lifetime.as_secs()).map_err(|r| reject(r, Some(rt)))?;
         claims::check_scope(&parsed.claims, cfg.required_scope.as_deref()).map_err(|r| reject(r, Some(rt)))?;
         let identity = claims::identity(cfg, &parsed.claims, times.exp).map_err(|r| reject(r, Some(rt)))?;
-        Ok(Verified { identity: Arc::new(identity), issuer: index, kid: key_kid, fingerprint, times })
+        let pod = match &cfg.kubernetes {
+            None => None,
+            Some(_) => {
+                let bound = pod::pod_claims(&parsed.claims).ok_or_else(|| reject(reason::NOT_POD_BOUND, Some(rt)))?;
+                Some(PodBinding::new(bound))
+            }
+        };
+        Ok(Verified { identity: Arc::new(identity), issuer: index, kid: key_kid, fingerprint, times, pod })
     }
 }
 

@@ -43,23 +43,32 @@ pub fn root_store(ca_file: Option<&Path>) -> Result<rustls::RootCertStore, Strin
         let _ = roots.add(cert);
     }
     if let Some(path) = ca_file {
-        let pem = std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
-        let mut found = 0;
-        for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-            let cert = cert.map_err(|e| format!("bad PEM in {}: {e}", path.display()))?;
-            roots.add(cert).map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
-            found += 1;
-        }
-        if found == 0 {
-            return Err(format!("no certificate in CA file {}", path.display()));
-        }
+        add_pem_file(&mut roots, path)?;
     }
     Ok(roots)
 }
 
+/// Adds every certificate of a PEM file; a file without one is an error.
+fn add_pem_file(roots: &mut rustls::RootCertStore, path: &Path) -> Result<(), String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read CA file {}: {e}", path.display()))?;
+    let mut found = 0;
+    for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+        let cert = cert.map_err(|e| format!("bad PEM in {}: {e}", path.display()))?;
+        roots.add(cert).map_err(|e| format!("bad certificate in {}: {e}", path.display()))?;
+        found += 1;
+    }
+    if found == 0 {
+        return Err(format!("no certificate in CA file {}", path.display()));
+    }
+    Ok(())
+}
+
 /// Builds the HTTPS-capable connector (plain `http://` also works).
 pub fn connector(settings: &ClientSettings<'_>) -> Result<Connector, String> {
-    let roots = root_store(settings.ca_file)?;
+    connector_with_roots(root_store(settings.ca_file)?, settings)
+}
+
+fn connector_with_roots(roots: rustls::RootCertStore, settings: &ClientSettings<'_>) -> Result<Connector, String> {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -81,10 +90,23 @@ pub fn connector(settings: &ClientSettings<'_>) -> Result<Connector, String> {
 
 /// A client for control-plane fetches.
 pub fn fetch_client(settings: &ClientSettings<'_>) -> Result<FetchClient, String> {
-    Ok(Client::builder(TokioExecutor::new())
+    Ok(pooled(connector(settings)?))
+}
+
+fn pooled(connector: Connector) -> FetchClient {
+    Client::builder(TokioExecutor::new())
         .timer(TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(30))
-        .build(connector(settings)?))
+        .build(connector)
+}
+
+/// A control-plane client that trusts only the certificates in `ca_file` (a private cluster CA),
+/// not the system roots.
+pub fn fetch_client_trusting(ca_file: &Path, connect_timeout: Duration) -> Result<FetchClient, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    add_pem_file(&mut roots, ca_file)?;
+    let settings = ClientSettings { ca_file: None, connect_timeout, enable_http2: true };
+    Ok(pooled(connector_with_roots(roots, &settings)?))
 }
 
 /// A fully read response.
