@@ -77,7 +77,11 @@ impl Traffic {
                         }
                         let base = targets.lock().unwrap()[replica].clone();
                         // Mixed traffic: two paths and both methods count against the one limit.
-                        let (method, path) = if (i + task) % 3 == 0 { (Method::POST, "/limited/b") } else { (Method::GET, "/limited/a") };
+                        let (method, path) = if (i + task) % 3 == 0 {
+                            (Method::POST, "/limited/b")
+                        } else {
+                            (Method::GET, "/limited/a")
+                        };
                         let req = Request::builder()
                             .method(method)
                             .uri(format!("{base}{path}"))
@@ -239,7 +243,10 @@ async fn three_replicas_share_one_limit_through_failover_and_restart() {
     // deny → 503 while nobody serves the slot; local → this replica's own limiter, never a 503.
     for (i, mode) in modes.iter().enumerate() {
         let (ok, unavailable) = (count(&during, Some(i), 200), count(&during, Some(i), 503));
-        println!("during failover, replica {i} ({mode}): 200 {ok}, 429 {}, 503 {unavailable}", count(&during, Some(i), 429));
+        println!(
+            "during failover, replica {i} ({mode}): 200 {ok}, 429 {}, 503 {unavailable}",
+            count(&during, Some(i), 429)
+        );
         match *mode {
             "deny" => assert!(unavailable > 0, "deny-mode replica {i} did not answer 503 during the failover"),
             _ => {
@@ -268,7 +275,10 @@ async fn three_replicas_share_one_limit_through_failover_and_restart() {
     for i in [0, 2] {
         let back = traffic.within(killed, t3).iter().find(|h| h.replica == i && h.status == 200).map(|h| h.sent);
         let back = back.expect("deny-mode replica admitted nothing after the failover");
-        println!("replica {i} decides in Redis again {:?} after the failover was reported", back.saturating_duration_since(failed_over));
+        println!(
+            "replica {i} decides in Redis again {:?} after the failover was reported",
+            back.saturating_duration_since(failed_over)
+        );
     }
 
     // 4. Restart one replica mid-run: the bound holds, the restarted replica counting once more.
@@ -287,7 +297,12 @@ async fn three_replicas_share_one_limit_through_failover_and_restart() {
     println!("whole test: {:?}", test_start.elapsed());
 }
 
-fn limits(url: &str, ca: &std::path::Path, password: &std::path::Path, prefix: &str) -> airgate::config::ratelimit::RateLimits {
+fn limits(
+    url: &str,
+    ca: &std::path::Path,
+    password: &std::path::Path,
+    prefix: &str,
+) -> airgate::config::ratelimit::RateLimits {
     let text = format!(
         "backend = \"redis\"\nredis_url = \"{url}\"\nredis_cluster = true\nredis_ca_file = \"{}\"\n\
          redis_password = \"file:{}\"\nredis_key_prefix = \"{prefix}\"\nredis_timeout = \"1s\"\n\
@@ -315,12 +330,9 @@ async fn cluster_over_tls_with_a_password_spreads_keys_over_every_master() {
     assert_eq!(masters.len(), 3);
     let prefix = format!("airgate-test:cluster-tls:{}:", std::process::id());
     let metrics = Metrics::new(100);
-    let limiter = Limiter::new(
-        &limits(&cluster.url(masters[0]), &tls.cert, &password_file, &prefix),
-        Arc::clone(&metrics),
-        None,
-    )
-    .unwrap();
+    let limiter =
+        Limiter::new(&limits(&cluster.url(masters[0]), &tls.cert, &password_file, &prefix), Arc::clone(&metrics), None)
+            .unwrap();
     support::eventually(Duration::from_secs(10), "the TLS cluster connection", || async {
         limiter.not_ready().is_empty().then_some(())
     })

@@ -252,7 +252,10 @@ impl Policy {
     /// True when `other` has the same buckets: name, key and limits. `shadow` is deliberately not
     /// compared, so a reload that only flips it keeps the limiter state (nobody gets a fresh burst).
     pub fn same_buckets(&self, other: &Policy) -> bool {
-        self.name == other.name && self.key == other.key && self.limit == other.limit && self.overrides == other.overrides
+        self.name == other.name
+            && self.key == other.key
+            && self.limit == other.limit
+            && self.overrides == other.overrides
     }
 
     /// The index of the first override whose globs match `pipeline`.
@@ -433,7 +436,13 @@ fn policy(raw: RawPolicy, at: &str, p: &mut Problems) -> Option<Policy> {
         })
         .collect();
     let overrides = overrides.into_iter().collect::<Option<Vec<_>>>();
-    Some(Policy { name: name?.into(), key, limit: default?, overrides: overrides?, shadow: raw.shadow.unwrap_or(false) })
+    Some(Policy {
+        name: name?.into(),
+        key,
+        limit: default?,
+        overrides: overrides?,
+        shadow: raw.shadow.unwrap_or(false),
+    })
 }
 
 fn limit(rate: Option<String>, burst: Option<i64>, at: &str, p: &mut Problems) -> Option<Limit> {
@@ -590,7 +599,11 @@ mod tests {
         assert!(problems.is_empty(), "{problems:?}");
         let Backend::Redis(r) = &rl.backend else { panic!("not redis") };
         assert!(r.cluster);
-        assert!(rl.summary_lines()[0].starts_with("rate limits: backend redis cluster redis://seed:7000"), "{:?}", rl.summary_lines());
+        assert!(
+            rl.summary_lines()[0].starts_with("rate limits: backend redis cluster redis://seed:7000"),
+            "{:?}",
+            rl.summary_lines()
+        );
         let (_, problems) = check("backend = \"redis\"\nredis_url = \"redis://seed:7000/2\"\nredis_cluster = true\n");
         assert!(problems.iter().any(|p| p.contains("only database 0")), "{problems:?}");
         let (_, problems) = check("redis_cluster = true\n");

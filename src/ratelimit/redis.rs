@@ -154,8 +154,9 @@ impl RedisBackend {
                     .map_err(|e| format!("rate_limits.redis_ca_file: cannot read {}: {}", path.display(), e.kind()))?,
             ),
         };
-        let client = if settings.cluster { cluster_client(info, root_cert) } else { standalone_client(info, root_cert) }
-            .map_err(|e| format!("rate_limits.redis_url: {:?}", e.kind()))?;
+        let client =
+            if settings.cluster { cluster_client(info, root_cert) } else { standalone_client(info, root_cert) }
+                .map_err(|e| format!("rate_limits.redis_url: {:?}", e.kind()))?;
         Ok(Arc::new(RedisBackend {
             settings,
             client,

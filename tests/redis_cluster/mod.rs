@@ -212,7 +212,9 @@ impl Cluster {
 
     /// True when every running node reports `cluster_state:ok`.
     pub fn state_ok(&self) -> bool {
-        self.live_ports().iter().all(|&p| self.cli(p, &["CLUSTER", "INFO"]).lines().any(|l| l.trim() == "cluster_state:ok"))
+        self.live_ports()
+            .iter()
+            .all(|&p| self.cli(p, &["CLUSTER", "INFO"]).lines().any(|l| l.trim() == "cluster_state:ok"))
     }
 
     pub fn wait_state_ok(&self, within: Duration) {
