@@ -94,7 +94,7 @@ impl Traffic {
                             _ => 0,
                         };
                         hits.lock().unwrap().push(Hit { replica, sent, done: Instant::now(), status });
-                        tokio::time::sleep(Duration::from_millis(if status == 0 { 50 } else { 8 })).await;
+                        tokio::time::sleep(Duration::from_millis(if status == 0 { 50 } else { 12 })).await;
                     }
                 }));
             }
