@@ -88,6 +88,8 @@ pub(crate) enum BackendError {
 }
 
 /// The client a connection is made from.
+// One per backend, inside its Arc: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
 enum Clients {
     Standalone(Client),
     Cluster(ClusterClient),
