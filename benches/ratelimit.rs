@@ -1,6 +1,12 @@
 //! Policy benchmarks: in-process rate-limit decisions (one key, 100 000 keys, 1 000 keys contended
-//! by several tasks), one Redis decision round trip on loopback, and RBAC matching against 1 000
-//! compiled allow rules. Setup stays outside the timed loops.
+//! by several tasks), one Redis decision round trip on loopback — standalone (127.0.0.1:6379) and
+//! Redis Cluster — sequentially (added latency per request) and 64 at once (decisions/s of one
+//! replica), and RBAC matching against 1 000 compiled allow rules. Setup stays outside the timed
+//! loops.
+//!
+//! The cluster benches start their own 3 + 3 node cluster on loopback (`redis-server` and
+//! `redis-cli` must be installed), or use the seed node in `AIRGATE_BENCH_REDIS_CLUSTER`
+//! (`redis://host:port`) when it is set.
 
 use airgate::{
     config::{
@@ -13,7 +19,7 @@ use airgate::{
     policy::Allow,
     ratelimit::Limiter,
 };
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use futures_util::FutureExt;
 use std::{
     hint::black_box,
@@ -86,24 +92,74 @@ fn contended(c: &mut Criterion) {
     });
 }
 
-fn redis(c: &mut Criterion) {
+#[path = "../tests/redis_cluster/mod.rs"]
+mod cluster;
+
+/// Decisions in flight at once for the throughput benches (one replica's concurrent requests).
+const CONCURRENT: usize = 64;
+
+/// The `*_roundtrip` (one decision at a time) and `*_concurrent_64` benches of one Redis backend.
+fn redis_backend(c: &mut Criterion, name: &str, settings: &str) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-    let prefix = format!("airgate-bench:{}:", std::process::id());
+    let prefix = format!("airgate-bench:{name}:{}:", std::process::id());
     let cfg = config(&format!(
-        "backend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379\"\nredis_key_prefix = \"{prefix}\"\non_backend_error = \"deny\"\nredis_timeout = \"1s\""
+        "backend = \"redis\"\n{settings}\nredis_key_prefix = \"{prefix}\"\non_backend_error = \"deny\"\nredis_timeout = \"1s\""
     ));
     let limiter = rt.block_on(async { Limiter::new(&cfg, Metrics::new(10), None).unwrap() });
-    let id = ids(1).remove(0);
+    // Leaked: the benches' futures borrow them for the whole run (one small Vec per backend).
+    let keys: &'static [Identity] = ids(CONCURRENT).leak();
     rt.block_on(async {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while limiter.check("per-dag", "r", &id).await.is_err() {
-            assert!(Instant::now() < deadline, "redis_decision_roundtrip needs Redis at 127.0.0.1:6379");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while limiter.check("per-dag", "r", &keys[0]).await.is_err() {
+            assert!(Instant::now() < deadline, "{name}: Redis does not answer ({settings})");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     });
-    c.bench_function("redis_decision_roundtrip", |b| {
-        b.to_async(&rt).iter(|| async { black_box(limiter.check("per-dag", "r", &id).await.is_ok()) })
+    let limiter = &limiter;
+    let check = |id: &'static Identity| async move { limiter.check("per-dag", "r", id).await.is_ok() };
+    c.bench_function(&format!("{name}_decision_roundtrip"), |b| {
+        b.to_async(&rt).iter(|| async { assert!(black_box(check(&keys[0]).await)) })
     });
+    let mut group = c.benchmark_group(format!("{name}_decisions"));
+    group.throughput(Throughput::Elements(CONCURRENT as u64));
+    group.bench_function(format!("concurrent_{CONCURRENT}"), |b| {
+        b.to_async(&rt).iter(|| async {
+            let all = futures_util::future::join_all(keys.iter().map(check)).await;
+            assert!(all.into_iter().all(|ok| ok));
+        })
+    });
+    group.finish();
+}
+
+fn redis(c: &mut Criterion) {
+    redis_backend(c, "redis", "redis_url = \"redis://127.0.0.1:6379\"");
+}
+
+fn redis_cluster(c: &mut Criterion) {
+    let (_cluster, seed) = match std::env::var("AIRGATE_BENCH_REDIS_CLUSTER") {
+        Ok(seed) => (None, seed),
+        Err(_) => {
+            let cluster = cluster::Cluster::start(false);
+            let seed = cluster.url(cluster.masters()[0]);
+            (Some(cluster), seed)
+        }
+    };
+    redis_backend(c, "redis_cluster", &format!("redis_url = \"{seed}\"\nredis_cluster = true"));
+}
+
+fn local_concurrent(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let limiter = Limiter::new(&config(""), Metrics::new(10), None).unwrap();
+    let keys = ids(CONCURRENT);
+    let mut group = c.benchmark_group("local_decisions");
+    group.throughput(Throughput::Elements(CONCURRENT as u64));
+    group.bench_function(format!("concurrent_{CONCURRENT}"), |b| {
+        b.to_async(&rt).iter(|| async {
+            let all = futures_util::future::join_all(keys.iter().map(|id| limiter.check("per-dag", "r", id))).await;
+            assert!(all.iter().all(Result::is_ok));
+        })
+    });
+    group.finish();
 }
 
 fn rbac(c: &mut Criterion) {
@@ -132,5 +188,5 @@ fn rbac(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, local, contended, redis, rbac);
+criterion_group!(benches, local, local_concurrent, contended, redis, redis_cluster, rbac);
 criterion_main!(benches);

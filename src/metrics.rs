@@ -27,6 +27,8 @@ pub struct Metrics {
     pub request_duration: HistogramVec,
     /// `airgate_rate_limited_total{pipeline,route}`.
     pub rate_limited: IntCounterVec,
+    /// `airgate_rate_limit_shadow_total{pipeline,route}`: requests a shadow policy would have refused.
+    pub rate_limit_shadow: IntCounterVec,
     /// `airgate_auth_failures_total{issuer,reason}`.
     pub auth_failures: IntCounterVec,
     /// `airgate_upstream_request_duration_seconds{upstream,code}`.
@@ -80,6 +82,12 @@ impl Metrics {
                 r,
                 "airgate_rate_limited_total",
                 "Requests refused by a rate limit.",
+                &["pipeline", "route"],
+            ),
+            rate_limit_shadow: counter(
+                r,
+                "airgate_rate_limit_shadow_total",
+                "Requests a shadow rate-limit policy would have refused (forwarded anyway).",
                 &["pipeline", "route"],
             ),
             auth_failures: counter(

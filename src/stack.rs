@@ -245,7 +245,14 @@ impl Gateway {
 
         // 4. Rate limit.
         let quota = match &route.rate_limit {
-            Some(policy) => Some(snap.limiter.check(policy, &route.name, permit.identity()).await?),
+            Some(policy) => {
+                let admitted = snap.limiter.check(policy, &route.name, permit.identity()).await?;
+                // A shadow policy that would have refused: allowed, with the reason in the audit.
+                if let Some(reason) = admitted.reason() {
+                    record.reason = Some(reason.into());
+                }
+                admitted.quota()
+            }
             None => None,
         };
 

@@ -143,7 +143,7 @@ async fn headers_and_retry_after_from_redis() {
     let cfg = config(&url, &unique_prefix("headers"), "deny", "3/min", 2);
     let limiter = Limiter::new(&cfg, Metrics::new(10), None).unwrap();
     let p = id("slow_dag");
-    let q = limiter.check("per-dag", "r", &p).await.unwrap();
+    let q = limiter.check("per-dag", "r", &p).await.unwrap().quota().unwrap();
     assert_eq!(q.policy, "\"per-dag\";q=2;w=60");
     assert_eq!(q.state, "\"per-dag\";r=1;t=20");
     limiter.check("per-dag", "r", &p).await.unwrap();
@@ -213,7 +213,7 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn is_limited(r: &Result<airgate::ratelimit::Quota, GatewayError>) -> bool {
+fn is_limited(r: &Result<airgate::ratelimit::Admitted, GatewayError>) -> bool {
     matches!(r, Err(GatewayError::RateLimited { .. }))
 }
 

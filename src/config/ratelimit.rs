@@ -27,6 +27,8 @@ pub struct RawRateLimits {
     pub redis_key_prefix: Option<String>,
     /// Deadline of one Redis decision.
     pub redis_timeout: Option<String>,
+    /// `redis_url` is a seed node of a Redis Cluster (topology discovered, `MOVED`/`ASK` followed).
+    pub redis_cluster: Option<bool>,
     /// `local` (default), `allow` or `deny`.
     pub on_backend_error: Option<String>,
     /// `[[rate_limits.policies]]`.
@@ -47,6 +49,8 @@ pub struct RawPolicy {
     pub burst: Option<i64>,
     /// Per-pipeline exceptions, first match wins.
     pub overrides: Vec<RawOverride>,
+    /// Count and audit decisions, never enforce them.
+    pub shadow: Option<bool>,
 }
 
 /// One entry of a policy's `overrides` as written.
@@ -88,7 +92,8 @@ impl RateLimits {
         let backend = match &self.backend {
             Backend::Local => "local".to_owned(),
             Backend::Redis(r) => format!(
-                "redis {}://{}{} (prefix {:?}, timeout {:?})",
+                "redis{} {}://{}{} (prefix {:?}, timeout {:?})",
+                if r.cluster { " cluster" } else { "" },
                 r.url.scheme(),
                 r.url.host_str().unwrap_or("?"),
                 r.url.port().map(|p| format!(":{p}")).unwrap_or_default(),
@@ -124,6 +129,9 @@ impl fmt::Display for Policy {
         write!(f, "{}: {} per {}", self.name, self.limit, self.key.as_str())?;
         for o in &self.overrides {
             write!(f, "; {} -> {}", o.pipelines.join(","), o.limit)?;
+        }
+        if self.shadow {
+            f.write_str(" (shadow: counted, not enforced)")?;
         }
         Ok(())
     }
@@ -162,6 +170,8 @@ pub struct RedisSettings {
     pub key_prefix: String,
     /// Deadline of one decision.
     pub timeout: Duration,
+    /// `url` is a seed node of a Redis Cluster.
+    pub cluster: bool,
 }
 
 /// `on_backend_error`: what a decision is when the backend cannot make it.
@@ -234,9 +244,20 @@ pub struct Policy {
     pub limit: Limit,
     /// Exceptions by pipeline glob; the first that matches applies.
     pub overrides: Vec<Override>,
+    /// Decisions are counted and audited but never enforced.
+    pub shadow: bool,
 }
 
 impl Policy {
+    /// True when `other` has the same buckets: name, key and limits. `shadow` is deliberately not
+    /// compared, so a reload that only flips it keeps the limiter state (nobody gets a fresh burst).
+    pub fn same_buckets(&self, other: &Policy) -> bool {
+        self.name == other.name
+            && self.key == other.key
+            && self.limit == other.limit
+            && self.overrides == other.overrides
+    }
+
     /// The index of the first override whose globs match `pipeline`.
     pub fn override_for(&self, pipeline: &str) -> Option<usize> {
         self.overrides.iter().position(|o| o.matcher.is_match(pipeline))
@@ -308,6 +329,7 @@ pub fn validate(raw: RawRateLimits, at: &str, p: &mut Problems) -> RateLimits {
                 ("redis_url", raw.redis_url.is_some()),
                 ("redis_password", password.is_some()),
                 ("redis_ca_file", raw.redis_ca_file.is_some()),
+                ("redis_cluster", raw.redis_cluster == Some(true)),
             ] {
                 if set {
                     p.push(join(at, key), "only applies to backend = \"redis\"");
@@ -325,7 +347,17 @@ pub fn validate(raw: RawRateLimits, at: &str, p: &mut Problems) -> RateLimits {
                     if raw.redis_ca_file.is_some() && url.scheme() != "rediss" {
                         p.push(join(at, "redis_ca_file"), "only applies to a rediss:// (TLS) redis_url");
                     }
-                    Backend::Redis(RedisSettings { url, password, ca_file: raw.redis_ca_file, key_prefix, timeout })
+                    if raw.redis_cluster == Some(true) && !matches!(url.path(), "" | "/" | "/0") {
+                        p.push(join(at, "redis_url"), "a Redis Cluster has only database 0; drop the /N path");
+                    }
+                    Backend::Redis(RedisSettings {
+                        url,
+                        password,
+                        ca_file: raw.redis_ca_file,
+                        key_prefix,
+                        timeout,
+                        cluster: raw.redis_cluster.unwrap_or(false),
+                    })
                 }
                 Err(e) => {
                     p.push(join(at, "redis_url"), e);
@@ -404,7 +436,13 @@ fn policy(raw: RawPolicy, at: &str, p: &mut Problems) -> Option<Policy> {
         })
         .collect();
     let overrides = overrides.into_iter().collect::<Option<Vec<_>>>();
-    Some(Policy { name: name?.into(), key, limit: default?, overrides: overrides? })
+    Some(Policy {
+        name: name?.into(),
+        key,
+        limit: default?,
+        overrides: overrides?,
+        shadow: raw.shadow.unwrap_or(false),
+    })
 }
 
 fn limit(rate: Option<String>, burst: Option<i64>, at: &str, p: &mut Problems) -> Option<Limit> {
@@ -476,6 +514,20 @@ mod tests {
     }
 
     #[test]
+    fn shadow_is_parsed_and_not_part_of_the_buckets() {
+        let text = "[[policies]]\nname = \"new-limit\"\nrate = \"5/s\"\nshadow = true\n";
+        let (shadow, problems) = check(text);
+        assert!(problems.is_empty(), "{problems:?}");
+        let (enforced, _) = check(&text.replace("shadow = true", "shadow = false"));
+        let (s, e) = (shadow.policy("new-limit").unwrap(), enforced.policy("new-limit").unwrap());
+        assert!(s.shadow && !e.shadow);
+        assert!(s.same_buckets(e), "flipping shadow keeps the buckets");
+        let (faster, _) = check(&text.replace("5/s", "6/s"));
+        assert!(!s.same_buckets(faster.policy("new-limit").unwrap()));
+        assert_eq!(shadow.summary_lines()[1], "  new-limit: 5/s burst 5 per pipeline (shadow: counted, not enforced)");
+    }
+
+    #[test]
     fn problems_have_zero_based_paths() {
         let (_, problems) = check(
             r#"
@@ -542,6 +594,20 @@ mod tests {
             problems.iter().any(|p| p.starts_with("rate_limits.redis_ca_file: only applies to a rediss")),
             "{problems:?}"
         );
+        assert!(!r.cluster, "redis_cluster defaults to false");
+        let (rl, problems) = check("backend = \"redis\"\nredis_url = \"redis://seed:7000\"\nredis_cluster = true\n");
+        assert!(problems.is_empty(), "{problems:?}");
+        let Backend::Redis(r) = &rl.backend else { panic!("not redis") };
+        assert!(r.cluster);
+        assert!(
+            rl.summary_lines()[0].starts_with("rate limits: backend redis cluster redis://seed:7000"),
+            "{:?}",
+            rl.summary_lines()
+        );
+        let (_, problems) = check("backend = \"redis\"\nredis_url = \"redis://seed:7000/2\"\nredis_cluster = true\n");
+        assert!(problems.iter().any(|p| p.contains("only database 0")), "{problems:?}");
+        let (_, problems) = check("redis_cluster = true\n");
+        assert!(problems.iter().any(|p| p.starts_with("rate_limits.redis_cluster: only applies")), "{problems:?}");
         let (_, problems) = check("redis_url = \"redis://x\"\n");
         assert!(problems.iter().any(|p| p.starts_with("rate_limits.redis_url: only applies")), "{problems:?}");
     }

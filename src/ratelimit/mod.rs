@@ -13,6 +13,15 @@
 //! - `RateLimit: "<policy>";r=<remaining>;t=<seconds>` — `r` requests may be sent right now;
 //!   `t` is the number of seconds (rounded up) until the bucket is full again, i.e. until `r = q`.
 //! - `Retry-After` (429 only) — whole seconds, at least 1, until the next request conforms.
+//!
+//! # Shadow policies
+//!
+//! A policy with `shadow = true` is decided exactly like an enforced one (same buckets, same
+//! backend), but its answer is never enforced and never shown: no headers, no 429. A request it
+//! would have refused is [`Admitted::ShadowLimited`] and counted in
+//! `airgate_rate_limit_shadow_total{pipeline,route}`; the stack audits it with reason
+//! [`SHADOW_REASON`]. A would-be refusal does not consume the bucket (GCRA never does), so the state
+//! is the one enforcement would have: flipping `shadow` off hands nobody a fresh burst.
 
 pub mod local;
 mod redis;
@@ -43,6 +52,39 @@ impl Quota {
     pub fn apply(self, h: &mut HeaderMap) {
         h.insert("ratelimit-policy", self.policy);
         h.insert("ratelimit", self.state);
+    }
+}
+
+/// The audit reason of a request a shadow policy would have refused.
+pub const SHADOW_REASON: &str = "rate_limited_shadow";
+
+/// A request the limiter lets through.
+#[derive(Debug, Clone)]
+pub enum Admitted {
+    /// Within an enforced policy's limit: the response carries these headers.
+    Quota(Quota),
+    /// Within a shadow policy's limit (no headers).
+    Shadow,
+    /// Over a shadow policy's limit: forwarded anyway, counted and audited (no headers).
+    ShadowLimited,
+}
+
+impl Admitted {
+    /// The headers to send: only enforced policies have them.
+    pub fn quota(self) -> Option<Quota> {
+        match self {
+            Admitted::Quota(q) => Some(q),
+            Admitted::Shadow | Admitted::ShadowLimited => None,
+        }
+    }
+
+    /// The audit reason of an allowed request: [`SHADOW_REASON`] when a shadow policy would have
+    /// refused it.
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Admitted::ShadowLimited => Some(SHADOW_REASON),
+            Admitted::Quota(_) | Admitted::Shadow => None,
+        }
     }
 }
 
@@ -86,18 +128,21 @@ fn header(text: String) -> HeaderValue {
 /// A policy's state and its precomputed `RateLimit-Policy` values (one per bucket).
 struct PolicyState<C: Clock> {
     local: Arc<PolicyLimiter<C>>,
+    /// From the current configuration: a kept `local` carries the policy it was built for, whose
+    /// `shadow` may be stale.
+    shadow: bool,
     name: String,
     policy_headers: Vec<HeaderValue>,
 }
 
 impl<C: Clock> PolicyState<C> {
-    fn new(local: Arc<PolicyLimiter<C>>) -> Self {
+    fn new(local: Arc<PolicyLimiter<C>>, shadow: bool) -> Self {
         let name = sf_string(&local.policy.name);
         let policy_headers = local
             .buckets()
             .map(|b| header(format!("{name};q={};w={}", b.limit.burst, ceil_secs(b.limit.rate.per).max(1))))
             .collect();
-        PolicyState { local, name, policy_headers }
+        PolicyState { local, shadow, name, policy_headers }
     }
 
     fn quota(&self, bucket: usize, d: &Decision) -> Quota {
@@ -145,8 +190,10 @@ impl<C: Clock> fmt::Debug for Limiter<C> {
 }
 
 impl Limiter {
-    /// Builds the limiter of a configuration. `previous`: keep limiter state of unchanged
-    /// policies (and the Redis connection, when its settings are unchanged) across hot reloads.
+    /// Builds the limiter of a configuration. `previous`: keep limiter state of policies whose
+    /// buckets are unchanged ([`Policy::same_buckets`](crate::config::ratelimit::Policy::same_buckets):
+    /// flipping `shadow` keeps it) and the Redis connection, when its settings are unchanged,
+    /// across hot reloads.
     ///
     /// Inside a tokio runtime this also starts the background work: sweeping idle keys every
     /// [`local::SWEEP_INTERVAL`] and probing Redis; both end when the limiter is dropped.
@@ -180,8 +227,8 @@ where
         let mut policies = HashMap::with_capacity(cfg.policies.len());
         for policy in &cfg.policies {
             let before = previous.into_iter().flat_map(|prev| prev.policies.values());
-            let kept =
-                carry_over(before, &policy.name, |old| old.local.policy == *policy).map(|old| Arc::clone(&old.local));
+            let kept = carry_over(before, &policy.name, |old| old.local.policy.same_buckets(policy))
+                .map(|old| Arc::clone(&old.local));
             let local = kept.unwrap_or_else(|| {
                 let fresh = Arc::new(PolicyLimiter::new(policy.clone(), &clock));
                 if sweep {
@@ -189,7 +236,7 @@ where
                 }
                 fresh
             });
-            policies.insert(Arc::clone(&policy.name), PolicyState::new(local));
+            policies.insert(Arc::clone(&policy.name), PolicyState::new(local, policy.shadow));
         }
         let redis = match &cfg.backend {
             Backend::Local => None,
@@ -209,12 +256,14 @@ where
 
     /// Decides one request for `route` under policy `policy` (the route's `rate_limit` name).
     ///
-    /// `Ok(Quota)` → allowed, with header values for the response;
+    /// `Ok(Admitted::Quota)` → allowed, with header values for the response;
     /// `Err(GatewayError::RateLimited { retry_after, quota })`, or
     /// `Err(GatewayError::RateLimitUnavailable { retry_after })` when the backend is down and
-    /// `on_backend_error = "deny"`. Counts `airgate_ratelimit_backend_errors_total{backend}`; does
-    /// not count `airgate_rate_limited_total` (the audit does, with the pipeline label).
-    pub async fn check(&self, policy: &str, route: &str, identity: &Identity) -> Result<Quota, GatewayError> {
+    /// `on_backend_error = "deny"`. A shadow policy never refuses: `Ok(Admitted::Shadow)` or
+    /// `Ok(Admitted::ShadowLimited)` (counted in `airgate_rate_limit_shadow_total`), also when the
+    /// backend is down. Counts `airgate_ratelimit_backend_errors_total{backend}`; does not count
+    /// `airgate_rate_limited_total` (the audit does, with the pipeline label).
+    pub async fn check(&self, policy: &str, route: &str, identity: &Identity) -> Result<Admitted, GatewayError> {
         let Some(state) = self.policies.get(policy) else {
             // Validation makes this unreachable (a route names an existing policy); fail closed.
             tracing::error!(%policy, %route, "route refers to a rate-limit policy this limiter does not have");
@@ -233,15 +282,25 @@ where
                         match self.on_backend_error {
                             OnBackendError::Local => bucket.decide(&key),
                             OnBackendError::Allow => unlimited(&bucket.limit),
+                            // Shadow never refuses: nothing was decided, so nothing to count.
+                            OnBackendError::Deny if state.shadow => return Ok(Admitted::Shadow),
                             OnBackendError::Deny => return Err(GatewayError::RateLimitUnavailable { retry_after: 1 }),
                         }
                     }
                 }
             }
         };
+        if state.shadow {
+            if decision.allowed {
+                return Ok(Admitted::Shadow);
+            }
+            let pipeline = self.metrics.pipeline_label(&identity.pipeline);
+            self.metrics.rate_limit_shadow.with_label_values(&[pipeline, route]).inc();
+            return Ok(Admitted::ShadowLimited);
+        }
         let quota = state.quota(index, &decision);
         if decision.allowed {
-            Ok(quota)
+            Ok(Admitted::Quota(quota))
         } else {
             Err(GatewayError::RateLimited { retry_after: ceil_secs(decision.retry_after).max(1), quota })
         }
@@ -334,7 +393,12 @@ mod tests {
         Identity { issuer: "airflow".into(), pipeline: pipeline.into(), ..Identity::default() }
     }
 
-    fn headers(q: &Quota) -> (String, String) {
+    fn headers(a: &Admitted) -> (String, String) {
+        let Admitted::Quota(q) = a else { panic!("no headers: {a:?}") };
+        quota_headers(q)
+    }
+
+    fn quota_headers(q: &Quota) -> (String, String) {
         (q.policy.to_str().unwrap().to_owned(), q.state.to_str().unwrap().to_owned())
     }
 
@@ -350,7 +414,7 @@ mod tests {
         match l.check("per-dag", "sales", &sales).await {
             Err(GatewayError::RateLimited { retry_after, quota }) => {
                 assert_eq!(retry_after, 1, "50 ms rounds up to one second");
-                assert_eq!(headers(&quota), ("\"per-dag\";q=40;w=1".into(), "\"per-dag\";r=0;t=2".into()));
+                assert_eq!(quota_headers(&quota), ("\"per-dag\";q=40;w=1".into(), "\"per-dag\";r=0;t=2".into()));
             }
             other => panic!("{other:?}"),
         }
@@ -389,7 +453,7 @@ mod tests {
         let (l, clock) = limiter();
         let p = id("p");
         l.check("per-route", "a", &p).await.unwrap();
-        let retry = |r: Result<Quota, GatewayError>| match r {
+        let retry = |r: Result<Admitted, GatewayError>| match r {
             Err(GatewayError::RateLimited { retry_after, .. }) => retry_after,
             other => panic!("{other:?}"),
         };
@@ -428,6 +492,43 @@ mod tests {
         let next = Limiter::with_clock(&config(&changed), Metrics::new(100), Some(&l), clock).unwrap();
         assert!(next.check("per-route", "a", &p).await.is_err(), "unchanged policy keeps its state");
         assert!(next.check("per-team", "a", &p).await.is_ok(), "changed policy starts afresh");
+    }
+
+    fn shadow_count(m: &Metrics, pipeline: &str, route: &str) -> u64 {
+        m.rate_limit_shadow.with_label_values(&[pipeline, route]).get()
+    }
+
+    #[tokio::test]
+    async fn shadow_decides_counts_and_never_refuses() {
+        let clock = FakeRelativeClock::default();
+        let metrics = Metrics::new(100);
+        let shadow = CONFIG.replace("burst = 2\n", "burst = 2\n        shadow = true\n");
+        let l = Limiter::with_clock(&config(&shadow), Arc::clone(&metrics), None, clock.clone()).unwrap();
+        let p = id("p");
+        for _ in 0..2 {
+            let a = l.check("per-team", "r", &p).await.unwrap();
+            assert!(matches!(a, Admitted::Shadow) && a.reason().is_none() && a.quota().is_none());
+        }
+        for _ in 0..3 {
+            let a = l.check("per-team", "r", &p).await.unwrap();
+            assert!(matches!(a, Admitted::ShadowLimited), "{a:?}");
+            assert_eq!(a.reason(), Some(SHADOW_REASON));
+            assert!(a.quota().is_none(), "no headers for a shadow policy");
+        }
+        assert_eq!(shadow_count(&metrics, "p", "r"), 3);
+        // Enforced policies of the same limiter are untouched.
+        assert!(matches!(l.check("per-route", "r", &p).await, Ok(Admitted::Quota(_))));
+        assert!(l.check("per-route", "r", &p).await.is_err());
+
+        // Turning shadow off keeps the state: p is still over its limit, no fresh burst.
+        let enforced = Limiter::with_clock(&config(CONFIG), Arc::clone(&metrics), Some(&l), clock.clone()).unwrap();
+        assert!(matches!(enforced.check("per-team", "r", &p).await, Err(GatewayError::RateLimited { .. })));
+        clock.advance(Duration::from_secs(1));
+        assert!(matches!(enforced.check("per-team", "r", &p).await, Ok(Admitted::Quota(_))));
+        // And back on: still the same bucket, now empty again; counted in the same family.
+        let again = Limiter::with_clock(&config(&shadow), Arc::clone(&metrics), Some(&enforced), clock).unwrap();
+        assert!(matches!(again.check("per-team", "r", &p).await, Ok(Admitted::ShadowLimited)));
+        assert_eq!(shadow_count(&metrics, "p", "r"), 4);
     }
 
     #[tokio::test]

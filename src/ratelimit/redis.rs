@@ -1,6 +1,12 @@
 //! The Redis backend: one GCRA decision per request made atomically in Redis by a Lua script (one
 //! round trip), so every replica shares one limit. A background prober keeps the connection
-//! (`ConnectionManager` reconnects) and the reachability that `/readyz` and the request path read.
+//! (both connection kinds reconnect on their own) and the reachability that `/readyz` and the
+//! request path read.
+//!
+//! Two connection kinds behind one [`Connection`]: a standalone server (or a proxy that routes
+//! keys itself) through a `ConnectionManager`, and a Redis Cluster (`redis_cluster = true`) through
+//! the crate's async cluster client, which discovers the topology from the seed node, follows
+//! `MOVED`/`ASK` and rebuilds its slot map after a failover.
 //!
 //! Keys are `{prefix}{policy}:{key}` (overrides: `{prefix}{policy}:o{n}:{key}`), holding the
 //! bucket's theoretical arrival time in microseconds of Redis server time, with a TTL equal to the
@@ -14,8 +20,10 @@
 use super::Decision;
 use crate::config::ratelimit::{Limit, RedisSettings};
 use redis::{
-    Client, IntoConnectionInfo, Script, TlsCertificates,
+    Client, ConnectionInfo, IntoConnectionInfo, RedisResult, Script, ScriptInvocation, TlsCertificates,
     aio::{ConnectionManager, ConnectionManagerConfig},
+    cluster::{ClusterClient, ClusterConfig},
+    cluster_async::ClusterConnection,
 };
 use std::{
     sync::{
@@ -51,6 +59,9 @@ const PROBE_UP: Duration = Duration::from_secs(1);
 const PROBE_DOWN: Duration = Duration::from_millis(250);
 /// Deadline of a probe, which may include connecting and a TLS handshake.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+/// The cluster client's own retries of one command (`MOVED`, `ASK`, a reconnect): enough to follow
+/// a redirection; `redis_timeout` bounds the whole decision anyway.
+const CLUSTER_RETRIES: u32 = 3;
 
 const UNKNOWN: u8 = 0;
 const UP: u8 = 1;
@@ -71,13 +82,55 @@ pub(crate) enum BackendError {
     /// The script answered something unexpected.
     #[error("unexpected script reply")]
     Reply,
+    /// The cluster reports it cannot serve every slot (`cluster_state:fail`), e.g. mid-failover.
+    #[error("redis cluster state is not ok")]
+    ClusterState,
+}
+
+/// The client a connection is made from.
+// One per backend, inside its Arc: the size difference of the variants costs nothing.
+#[allow(clippy::large_enum_variant)]
+enum Clients {
+    Standalone(Client),
+    Cluster(ClusterClient),
+}
+
+/// A connection of either kind; both are cheap handles to one multiplexed connection (per node).
+#[derive(Clone)]
+enum Connection {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl Connection {
+    async fn invoke(&mut self, invocation: &ScriptInvocation<'_>) -> RedisResult<Vec<i64>> {
+        match self {
+            Connection::Standalone(c) => invocation.invoke_async(c).await,
+            Connection::Cluster(c) => invocation.invoke_async(c).await,
+        }
+    }
+
+    /// Standalone: `PING`. Cluster: `CLUSTER INFO` of some node says `cluster_state:ok`, i.e. the
+    /// cluster itself considers every slot served (false from failure detection to failover end).
+    async fn probe(&mut self) -> Result<(), BackendError> {
+        match self {
+            Connection::Standalone(c) => redis::cmd("PING").query_async::<String>(c).await.map(drop)?,
+            Connection::Cluster(c) => {
+                let info = redis::cmd("CLUSTER").arg("INFO").query_async::<String>(c).await?;
+                if !info.lines().any(|l| l.trim_end() == "cluster_state:ok") {
+                    return Err(BackendError::ClusterState);
+                }
+            }
+        }
+        Ok(())
+    }
 }
 
 /// The shared connection and its health.
 pub(crate) struct RedisBackend {
     pub(crate) settings: RedisSettings,
-    client: Client,
-    manager: OnceLock<ConnectionManager>,
+    client: Clients,
+    connection: OnceLock<Connection>,
     script: Script,
     state: AtomicU8,
 }
@@ -96,44 +149,54 @@ impl RedisBackend {
                 secret.expose_str().ok_or_else(|| format!("rate_limits.redis_password: {password} is not UTF-8"))?;
             info = info.clone().set_redis_settings(info.redis_settings().clone().set_password(password));
         }
-        let client = match &settings.ca_file {
-            None => Client::open(info),
-            Some(path) => {
-                let pem = std::fs::read(path)
-                    .map_err(|e| format!("rate_limits.redis_ca_file: cannot read {}: {}", path.display(), e.kind()))?;
-                Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(pem) })
-            }
-        }
-        .map_err(|e| format!("rate_limits.redis_url: {:?}", e.kind()))?;
+        let root_cert = match &settings.ca_file {
+            None => None,
+            Some(path) => Some(
+                std::fs::read(path)
+                    .map_err(|e| format!("rate_limits.redis_ca_file: cannot read {}: {}", path.display(), e.kind()))?,
+            ),
+        };
+        let client =
+            if settings.cluster { cluster_client(info, root_cert) } else { standalone_client(info, root_cert) }
+                .map_err(|e| format!("rate_limits.redis_url: {:?}", e.kind()))?;
         Ok(Arc::new(RedisBackend {
             settings,
             client,
-            manager: OnceLock::new(),
+            connection: OnceLock::new(),
             script: Script::new(GCRA_LUA),
             state: AtomicU8::new(UNKNOWN),
         }))
     }
 
-    /// Creates the connection manager and the prober. Needs a tokio runtime; a no-op when started
-    /// or outside one (then the first [`RedisBackend::decide`] starts it).
+    /// Creates the connection and the prober. Needs a tokio runtime; a no-op when started or
+    /// outside one (then the first [`RedisBackend::decide`] starts it). Both kinds connect lazily.
     pub(crate) fn start(self: &Arc<Self>) {
-        if self.manager.get().is_some() || tokio::runtime::Handle::try_current().is_err() {
+        if self.connection.get().is_some() || tokio::runtime::Handle::try_current().is_err() {
             return;
         }
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(PROBE_TIMEOUT))
-            .set_response_timeout(Some(PROBE_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_min_delay(Duration::from_millis(50))
-            .set_max_delay(Duration::from_millis(500));
-        let manager = match ConnectionManager::new_lazy_with_config(self.client.clone(), config) {
-            Ok(m) => m,
-            Err(e) => {
-                tracing::error!(error = %e, "rate-limit backend redis: cannot create the connection manager");
-                return;
+        let connection = match &self.client {
+            Clients::Standalone(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(PROBE_TIMEOUT))
+                    .set_response_timeout(Some(PROBE_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_min_delay(Duration::from_millis(50))
+                    .set_max_delay(Duration::from_millis(500));
+                match ConnectionManager::new_lazy_with_config(client.clone(), config) {
+                    Ok(m) => Connection::Standalone(m),
+                    Err(e) => {
+                        tracing::error!(error = %e, "rate-limit backend redis: cannot create the connection manager");
+                        return;
+                    }
+                }
+            }
+            Clients::Cluster(client) => {
+                let config =
+                    ClusterConfig::new().set_connection_timeout(PROBE_TIMEOUT).set_response_timeout(PROBE_TIMEOUT);
+                Connection::Cluster(client.get_pending_async_connection_with_config(config))
             }
         };
-        if self.manager.set(manager).is_ok() {
+        if self.connection.set(connection).is_ok() {
             tokio::spawn(probe(Arc::downgrade(self)));
         }
     }
@@ -163,13 +226,12 @@ impl RedisBackend {
             // request; the prober brings us back within PROBE_DOWN of Redis returning.
             return Err(BackendError::Down);
         }
-        let Some(manager) = self.manager.get() else { return Err(BackendError::Down) };
-        let mut conn = manager.clone();
+        let Some(connection) = self.connection.get() else { return Err(BackendError::Down) };
+        let mut conn = connection.clone();
         let t = u64::try_from(limit.interval().as_micros()).unwrap_or(u64::MAX).max(1);
         let mut invocation = self.script.key(key);
         invocation.arg(t).arg(limit.burst.get());
-        let call = invocation.invoke_async::<Vec<i64>>(&mut conn);
-        let result = match tokio::time::timeout(self.settings.timeout, call).await {
+        let result = match tokio::time::timeout(self.settings.timeout, conn.invoke(&invocation)).await {
             Err(_) => Err(BackendError::Timeout(self.settings.timeout)),
             Ok(Err(e)) => Err(BackendError::Redis(e)),
             Ok(Ok(reply)) => parse(&reply),
@@ -193,20 +255,42 @@ fn parse(reply: &[i64]) -> Result<Decision, BackendError> {
     })
 }
 
-/// Pings Redis until the backend is dropped: drives reconnection and keeps the reachability fresh.
+/// The client of a standalone server (or of a proxy that routes keys itself).
+fn standalone_client(info: ConnectionInfo, root_cert: Option<Vec<u8>>) -> RedisResult<Clients> {
+    match root_cert {
+        None => Client::open(info),
+        Some(pem) => Client::build_with_tls(info, TlsCertificates { client_tls: None, root_cert: Some(pem) }),
+    }
+    .map(Clients::Standalone)
+}
+
+/// The client of a Redis Cluster with `info` as its seed node. TLS (`rediss://`) and the password
+/// carry over to every node it discovers.
+fn cluster_client(info: ConnectionInfo, root_cert: Option<Vec<u8>>) -> RedisResult<Clients> {
+    let mut builder = ClusterClient::builder([info])
+        .retries(CLUSTER_RETRIES)
+        .min_retry_wait(5)
+        .max_retry_wait(100)
+        .connection_timeout(PROBE_TIMEOUT)
+        .response_timeout(PROBE_TIMEOUT);
+    if let Some(pem) = root_cert {
+        builder = builder.certs(TlsCertificates { client_tls: None, root_cert: Some(pem) });
+    }
+    builder.build().map(Clients::Cluster)
+}
+
+/// Probes Redis until the backend is dropped: drives reconnection and keeps the reachability fresh.
 async fn probe(backend: Weak<RedisBackend>) {
     loop {
         let Some(b) = backend.upgrade() else { return };
-        let Some(mut conn) = b.manager.get().cloned() else { return };
-        let ping_cmd = redis::cmd("PING");
-        let ping = ping_cmd.query_async::<String>(&mut conn);
-        let wait = match tokio::time::timeout(PROBE_TIMEOUT, ping).await {
-            Ok(Ok(_)) => {
+        let Some(mut conn) = b.connection.get().cloned() else { return };
+        let wait = match tokio::time::timeout(PROBE_TIMEOUT, conn.probe()).await {
+            Ok(Ok(())) => {
                 b.mark(true, None);
                 PROBE_UP
             }
             Ok(Err(e)) => {
-                b.mark(false, Some(&BackendError::Redis(e)));
+                b.mark(false, Some(&e));
                 PROBE_DOWN
             }
             Err(_) => {
