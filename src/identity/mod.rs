@@ -12,6 +12,7 @@ mod claims;
 mod jose;
 mod keys;
 pub mod mint;
+mod signature;
 mod verify;
 
 use crate::{
