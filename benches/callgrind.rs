@@ -219,7 +219,7 @@ fn main() {
     };
     let n: usize = n.parse().unwrap();
     let tokens: Vec<String> = std::fs::read_to_string(tokens_file).unwrap().lines().map(str::to_owned).collect();
-    assert!(tokens.len() >= n + WARMUP + 1, "need {} tokens in {tokens_file}", n + WARMUP + 1);
+    assert!(tokens.len() > n + WARMUP, "need {} tokens in {tokens_file}", n + WARMUP + 1);
     let key = format!("{tokens_file}.key");
 
     // A paused clock: the timer wheel then does the same work whatever the wall clock does (with a

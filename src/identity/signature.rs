@@ -37,7 +37,8 @@ pub(crate) struct PreparedKey {
 
 enum Prepared {
     Public(ParsedPublicKey),
-    Hmac(hmac::Key),
+    // Boxed: an HMAC key schedule is several times the size of a parsed public key.
+    Hmac(Box<hmac::Key>),
 }
 
 // Names the algorithms only: an HMAC key is a secret.
@@ -91,7 +92,7 @@ impl PreparedKey {
                         Algorithm::HS384 => hmac::HMAC_SHA384,
                         _ => hmac::HMAC_SHA512,
                     };
-                    Prepared::Hmac(hmac::Key::new(h, secret))
+                    Prepared::Hmac(Box::new(hmac::Key::new(h, secret)))
                 }
                 (DecodingKeyKind::RsaModulusExponent { n, e }, AlgorithmFamily::Rsa) => {
                     let params = rsa_parameters(alg).ok_or_else(|| refused(alg))?;
