@@ -49,18 +49,15 @@ impl std::fmt::Debug for PreparedKey {
 }
 
 fn public_algorithm(alg: Algorithm) -> Option<&'static dyn VerificationAlgorithm> {
-    Some(match alg {
-        Algorithm::ES256 => &signature::ECDSA_P256_SHA256_FIXED,
-        Algorithm::ES384 => &signature::ECDSA_P384_SHA384_FIXED,
-        Algorithm::RS256 => &signature::RSA_PKCS1_2048_8192_SHA256,
-        Algorithm::RS384 => &signature::RSA_PKCS1_2048_8192_SHA384,
-        Algorithm::RS512 => &signature::RSA_PKCS1_2048_8192_SHA512,
-        Algorithm::PS256 => &signature::RSA_PSS_2048_8192_SHA256,
-        Algorithm::PS384 => &signature::RSA_PSS_2048_8192_SHA384,
-        Algorithm::PS512 => &signature::RSA_PSS_2048_8192_SHA512,
-        Algorithm::EdDSA => &signature::ED25519,
-        Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512 => return None,
-    })
+    if let Some(rsa) = rsa_parameters(alg) {
+        return Some(rsa);
+    }
+    match alg {
+        Algorithm::ES256 => Some(&signature::ECDSA_P256_SHA256_FIXED),
+        Algorithm::ES384 => Some(&signature::ECDSA_P384_SHA384_FIXED),
+        Algorithm::EdDSA => Some(&signature::ED25519),
+        _ => None,
+    }
 }
 
 fn rsa_parameters(alg: Algorithm) -> Option<&'static signature::RsaParameters> {
