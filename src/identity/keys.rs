@@ -10,7 +10,7 @@
 //! Remote documents come through a [`KeyFetcher`] (HTTP in production, fakes in the tests below),
 //! and time is `tokio::time`, so refresh, cooldown and staleness are tested on a paused clock.
 
-use super::mint::SigningKey;
+use super::{mint::SigningKey, signature::PreparedKey};
 use crate::config::urls::Redacted;
 use crate::{
     backoff::Backoff,
@@ -91,8 +91,8 @@ const RSA_ALGS: [Algorithm; 6] =
 pub(crate) struct VerifyKey {
     /// `kid`; `None` matches any token (shared secrets, signing keys without a JWKS).
     pub kid: Option<Box<str>>,
-    /// The key for jsonwebtoken.
-    pub key: DecodingKey,
+    /// The key, parsed once for every algorithm in `algs`.
+    pub key: PreparedKey,
     /// Algorithms this key verifies (already intersected with the issuer's allow-list).
     pub algs: AlgSet,
     /// SHA-256 of the key material: a cached verification stays valid only while this key does.
@@ -259,6 +259,7 @@ fn jwk_key(raw: RawJwk, allowed: AlgSet) -> Result<VerifyKey, String> {
     if algs.is_empty() {
         return Err("no allowed algorithm fits this key".into());
     }
+    let key = PreparedKey::new(&key, |a| algs.contains(a))?;
     Ok(VerifyKey { kid: Some(kid.into()), key, algs, fingerprint })
 }
 
@@ -420,10 +421,11 @@ impl KeyStore {
                     return Err("shared_secret must be at least 32 bytes (RFC 7518 §3.2)".into());
                 }
                 let hmac: Vec<Algorithm> = issuer.algorithms.iter().copied().filter(|a| is_hmac(*a)).collect();
+                let algs = AlgSet::of(&hmac);
                 let key = VerifyKey {
                     kid: None,
-                    key: DecodingKey::from_secret(secret.expose()),
-                    algs: AlgSet::of(&hmac),
+                    key: PreparedKey::new(&DecodingKey::from_secret(secret.expose()), |a| algs.contains(a))?,
+                    algs,
                     fingerprint: sha256(secret.expose()),
                 };
                 (Source::Static, Some((vec![key], false)))
@@ -436,7 +438,7 @@ impl KeyStore {
                 }
                 let key = VerifyKey {
                     kid: Some(signer.kid().into()),
-                    key: signer.decoding_key(),
+                    key: PreparedKey::new(&signer.decoding_key(), |a| a == alg)?,
                     algs: AlgSet::of(&[alg]),
                     fingerprint: digest(&["signing_key", signer.kid()]),
                 };

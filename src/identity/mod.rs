@@ -14,6 +14,7 @@ mod keys;
 mod kube_api;
 pub mod mint;
 mod pod;
+mod signature;
 mod verify;
 
 use crate::carry::{CarryOver, carry_over};

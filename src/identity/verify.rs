@@ -1,6 +1,7 @@
 //! Verification of one token on the slow path (cache miss): parse, refuse what is never
 //! acceptable, choose the issuer by `iss` (and `aud`), find the key (refetching once on an
-//! unknown `kid`), check the signature with jsonwebtoken (aws-lc-rs), then the claims.
+//! unknown `kid`), check the signature with the key prepared when its set was built
+//! ([`PreparedKey`](super::signature::PreparedKey)), then the claims.
 
 use super::{
     Authenticator, Rejection, Runtime,
@@ -77,10 +78,7 @@ impl Authenticator {
             let outcome = usable.map(|s| s.find(kid, alg));
             match outcome {
                 Some(Lookup::Found(key)) => {
-                    let ok =
-                        jsonwebtoken::crypto::verify(parsed.signature, parsed.signing_input.as_bytes(), &key.key, alg)
-                            .unwrap_or(false);
-                    if !ok {
+                    if !key.key.verify(alg, parsed.signing_input.as_bytes(), parsed.signature) {
                         return Err(reject(reason::BAD_SIGNATURE, Some(rt)));
                     }
                     break (key.kid.clone(), key.fingerprint);
