@@ -11,12 +11,12 @@
 use airgate::{
     config::{
         Problems,
+        allow::Allow,
         ratelimit::{RateLimits, RawRateLimits, validate},
         raw::RawAllow,
     },
     identity::Identity,
     metrics::Metrics,
-    policy::Allow,
     ratelimit::Limiter,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};

@@ -26,6 +26,7 @@
 pub mod local;
 mod redis;
 
+use crate::quota::Quota;
 use crate::{
     carry::{CarryOver, carry_over},
     config::ratelimit::{Backend, KeyKind, Limit, OnBackendError, RateLimits},
@@ -34,26 +35,9 @@ use crate::{
     metrics::Metrics,
 };
 use governor::clock::{Clock, DefaultClock};
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 use local::PolicyLimiter;
 use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
-
-/// The IETF httpapi `RateLimit-Policy` and `RateLimit` header values of one decision.
-#[derive(Debug, Clone)]
-pub struct Quota {
-    /// `RateLimit-Policy: "per-dag";q=40;w=1`.
-    pub policy: HeaderValue,
-    /// `RateLimit: "per-dag";r=0;t=2`.
-    pub state: HeaderValue,
-}
-
-impl Quota {
-    /// Adds both headers to a response.
-    pub fn apply(self, h: &mut HeaderMap) {
-        h.insert("ratelimit-policy", self.policy);
-        h.insert("ratelimit", self.state);
-    }
-}
 
 /// The audit reason of a request a shadow policy would have refused.
 pub const SHADOW_REASON: &str = "rate_limited_shadow";
