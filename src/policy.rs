@@ -41,6 +41,10 @@ impl Allow {
     }
 }
 
+/// The audit `reason` of an allowed request a `dry_run` route would have denied starts with this,
+/// followed by the denial reason (`dry_run:pipeline marketing not allowed on route sales`).
+pub const DRY_RUN_REASON_PREFIX: &str = "dry_run:";
+
 /// Proof that an identity may use a route; the forwarder takes one.
 #[derive(Debug, Clone)]
 pub struct Permit {
@@ -63,7 +67,8 @@ impl Permit {
 /// Decides whether `identity` may use `route`.
 ///
 /// Denied → [`GatewayError::Forbidden`] whose reason names what failed. On a `dry_run` route a
-/// denial is counted in `airgate_policy_dry_run_denials_total{route}`, logged, and permitted.
+/// denial is counted in `airgate_policy_dry_run_denials_total{route}`, logged, and permitted; the
+/// stack records [`Permit::dry_run_denied`] in the audit `reason` ([`DRY_RUN_REASON_PREFIX`]).
 pub fn authorize(
     route: &crate::config::Route,
     identity: Arc<Identity>,
