@@ -87,6 +87,14 @@ pub fn authorize(
 }
 
 #[cfg(test)]
+impl Permit {
+    /// A permit without a route's rule, for the unit tests of the phases after policy.
+    pub(crate) fn for_tests(identity: Identity) -> Permit {
+        Permit { identity: Arc::new(identity), dry_run_denied: None }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::{Problems, Route, raw::RawAllow};

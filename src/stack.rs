@@ -250,7 +250,7 @@ impl Gateway {
         // 4. Rate limit.
         let quota = match &route.rate_limit {
             Some(policy) => {
-                let admitted = snap.limiter.check(policy, &route.name, permit.identity()).await?;
+                let admitted = snap.limiter.check(policy, &route.name, &permit).await?;
                 // A shadow policy that would have refused: allowed, with the reason in the audit.
                 if let Some(reason) = admitted.reason() {
                     record.reason = Some(match record.reason.take() {
