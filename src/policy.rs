@@ -97,13 +97,11 @@ impl Permit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{Problems, Route, raw::RawAllow};
-
-    fn allow(raw: RawAllow) -> Result<Allow, Vec<String>> {
-        let mut p = Problems::default();
-        Allow::compile(raw, "routes[0].allow", &["airflow", "entra"], &mut p)
-            .ok_or_else(|| p.iter().map(ToString::to_string).collect())
-    }
+    use crate::config::{
+        Route,
+        allow::tests::{compile as allow, strings},
+        raw::RawAllow,
+    };
 
     fn id(pipeline: &str) -> Identity {
         Identity { issuer: "airflow".into(), pipeline: pipeline.into(), ..Identity::default() }
@@ -120,10 +118,6 @@ mod tests {
             allow,
             dry_run,
         }
-    }
-
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| (*s).to_owned()).collect()
     }
 
     #[test]

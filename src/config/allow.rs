@@ -60,16 +60,17 @@ impl Allow {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn compile(raw: RawAllow) -> Result<Allow, Vec<String>> {
+    /// Compiles `raw` with the issuers `airflow` and `entra` configured; the problems on failure.
+    pub(crate) fn compile(raw: RawAllow) -> Result<Allow, Vec<String>> {
         let mut p = Problems::default();
         Allow::compile(raw, "routes[0].allow", &["airflow", "entra"], &mut p)
             .ok_or_else(|| p.iter().map(ToString::to_string).collect())
     }
 
-    fn strings(v: &[&str]) -> Vec<String> {
+    pub(crate) fn strings(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| (*s).to_owned()).collect()
     }
 
