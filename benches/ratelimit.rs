@@ -11,12 +11,13 @@
 use airgate::{
     config::{
         Problems,
+        allow::Allow,
         ratelimit::{RateLimits, RawRateLimits, validate},
         raw::RawAllow,
     },
     identity::Identity,
     metrics::Metrics,
-    policy::Allow,
+    policy::Permit,
     ratelimit::Limiter,
 };
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
@@ -37,12 +38,14 @@ fn config(extra: &str) -> RateLimits {
     cfg
 }
 
-fn ids(n: usize) -> Vec<Identity> {
-    (0..n).map(|i| Identity { pipeline: format!("dag_{i:06}"), ..Identity::default() }).collect()
+/// Permits for `n` pipelines, issued by `policy::authorize` as on the request path.
+fn ids(n: usize) -> Vec<Permit> {
+    let permits = support::Permits::new();
+    (0..n).map(|i| permits.permit(Identity { pipeline: format!("dag_{i:06}"), ..Identity::default() })).collect()
 }
 
 /// A local decision never awaits: poll it once, without a runtime in the measurement.
-fn decide(limiter: &Limiter, id: &Identity) -> bool {
+fn decide(limiter: &Limiter, id: &Permit) -> bool {
     matches!(limiter.check("per-dag", "r", id).now_or_never(), Some(Ok(_)))
 }
 
@@ -94,6 +97,8 @@ fn contended(c: &mut Criterion) {
 
 #[path = "../tests/redis_cluster/mod.rs"]
 mod cluster;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
 /// Decisions in flight at once for the throughput benches (one replica's concurrent requests).
 const CONCURRENT: usize = 64;
@@ -107,7 +112,7 @@ fn redis_backend(c: &mut Criterion, name: &str, settings: &str) {
     ));
     let limiter = rt.block_on(async { Limiter::new(&cfg, Metrics::new(10), None).unwrap() });
     // Leaked: the benches' futures borrow them for the whole run (one small Vec per backend).
-    let keys: &'static [Identity] = ids(CONCURRENT).leak();
+    let keys: &'static [Permit] = ids(CONCURRENT).leak();
     rt.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(10);
         while limiter.check("per-dag", "r", &keys[0]).await.is_err() {
@@ -116,7 +121,7 @@ fn redis_backend(c: &mut Criterion, name: &str, settings: &str) {
         }
     });
     let limiter = &limiter;
-    let check = |id: &'static Identity| async move { limiter.check("per-dag", "r", id).await.is_ok() };
+    let check = |id: &'static Permit| async move { limiter.check("per-dag", "r", id).await.is_ok() };
     c.bench_function(&format!("{name}_decision_roundtrip"), |b| {
         b.to_async(&rt).iter(|| async { assert!(black_box(check(&keys[0]).await)) })
     });

@@ -2,7 +2,7 @@
 //! one renderer (problem+json, RFC 9457; `WWW-Authenticate` per RFC 6750; `Retry-After`; `Allow`).
 //! Clients get stable generic text; the precise reason goes to the audit log and metrics only.
 
-use crate::{body::Body, ratelimit::Quota};
+use crate::{body::Body, quota::Quota};
 use http::{HeaderValue, Response, StatusCode, header};
 use std::borrow::Cow;
 

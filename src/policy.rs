@@ -1,66 +1,10 @@
-//! RBAC: identity × route → [`Permit`]. A route's `allow` is compiled once per configuration
-//! (one glob set for its pipelines, hash sets for the rest) and matched any-of per request.
+//! RBAC: identity × route → [`Permit`]. A route's `allow` rule ([`Allow`], compiled with the
+//! configuration) is matched any-of per request.
 
-use crate::{
-    config::{Problems, join, ratelimit::compile_globs, raw::RawAllow},
-    error::GatewayError,
-    identity::Identity,
-    metrics::Metrics,
-};
-use globset::GlobSet;
-use std::{collections::HashSet, fmt::Write, sync::Arc};
-
-/// A route's compiled `allow` rule: an identity is allowed when it matches any one list.
-#[derive(Debug, Clone)]
-pub struct Allow {
-    pipeline_globs: Vec<String>,
-    pipelines: GlobSet,
-    teams: HashSet<String>,
-    roles: HashSet<String>,
-    principals: HashSet<String>,
-    issuers: HashSet<Arc<str>>,
-}
+use crate::{config::allow::Allow, error::GatewayError, identity::Identity, metrics::Metrics};
+use std::{fmt::Write, sync::Arc};
 
 impl Allow {
-    /// Compiles `routes[i].allow` written at `at`; `issuers` are the configured issuer names.
-    pub fn compile(raw: RawAllow, at: &str, issuers: &[&str], p: &mut Problems) -> Option<Allow> {
-        let RawAllow { pipelines, teams, roles, principals, issuers: allowed_issuers } = raw;
-        if pipelines.is_empty()
-            && teams.is_empty()
-            && roles.is_empty()
-            && principals.is_empty()
-            && allowed_issuers.is_empty()
-        {
-            p.push(at, "allows nobody: list pipelines, teams, roles, principals or issuers");
-            return None;
-        }
-        let mut ok = true;
-        for (i, name) in allowed_issuers.iter().enumerate() {
-            if !issuers.contains(&name.as_str()) {
-                ok = false;
-                p.push(format!("{}[{i}]", join(at, "issuers")), format!("no issuer named {name:?}"));
-            }
-        }
-        for (key, list) in [("teams", &teams), ("roles", &roles), ("principals", &principals)] {
-            for (i, value) in list.iter().enumerate() {
-                if value.is_empty() {
-                    ok = false;
-                    p.push(format!("{}[{i}]", join(at, key)), "must not be empty");
-                }
-            }
-        }
-        let compiled = compile_globs(&pipelines, &join(at, "pipelines"), p);
-        let compiled = compiled.filter(|_| ok)?;
-        Some(Allow {
-            pipeline_globs: pipelines,
-            pipelines: compiled,
-            teams: teams.into_iter().collect(),
-            roles: roles.into_iter().collect(),
-            principals: principals.into_iter().collect(),
-            issuers: allowed_issuers.into_iter().map(Into::into).collect(),
-        })
-    }
-
     /// True when the identity matches any of the rule's lists.
     pub fn matches(&self, id: &Identity) -> bool {
         // Cheapest tests first; the glob set is the one that costs.
@@ -97,6 +41,10 @@ impl Allow {
     }
 }
 
+/// The audit `reason` of an allowed request a `dry_run` route would have denied starts with this,
+/// followed by the denial reason (`dry_run:pipeline marketing not allowed on route sales`).
+pub const DRY_RUN_REASON_PREFIX: &str = "dry_run:";
+
 /// Proof that an identity may use a route; the forwarder takes one.
 #[derive(Debug, Clone)]
 pub struct Permit {
@@ -119,7 +67,8 @@ impl Permit {
 /// Decides whether `identity` may use `route`.
 ///
 /// Denied → [`GatewayError::Forbidden`] whose reason names what failed. On a `dry_run` route a
-/// denial is counted in `airgate_policy_dry_run_denials_total{route}`, logged, and permitted.
+/// denial is counted in `airgate_policy_dry_run_denials_total{route}`, logged, and permitted; the
+/// stack records [`Permit::dry_run_denied`] in the audit `reason` ([`DRY_RUN_REASON_PREFIX`]).
 pub fn authorize(
     route: &crate::config::Route,
     identity: Arc<Identity>,
@@ -138,15 +87,21 @@ pub fn authorize(
 }
 
 #[cfg(test)]
+impl Permit {
+    /// A permit without a route's rule, for the unit tests of the phases after policy.
+    pub(crate) fn for_tests(identity: Identity) -> Permit {
+        Permit { identity: Arc::new(identity), dry_run_denied: None }
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Route;
-
-    fn allow(raw: RawAllow) -> Result<Allow, Vec<String>> {
-        let mut p = Problems::default();
-        Allow::compile(raw, "routes[0].allow", &["airflow", "entra"], &mut p)
-            .ok_or_else(|| p.iter().map(ToString::to_string).collect())
-    }
+    use crate::config::{
+        Route,
+        allow::tests::{compile as allow, strings},
+        raw::RawAllow,
+    };
 
     fn id(pipeline: &str) -> Identity {
         Identity { issuer: "airflow".into(), pipeline: pipeline.into(), ..Identity::default() }
@@ -163,10 +118,6 @@ mod tests {
             allow,
             dry_run,
         }
-    }
-
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| (*s).to_owned()).collect()
     }
 
     #[test]
@@ -195,16 +146,6 @@ mod tests {
         assert!(a.matches(&Identity { principal: Some("svc-a".into()), ..id("x") }));
         assert!(a.matches(&Identity { issuer: "entra".into(), ..id("x") }));
         assert!(!a.matches(&Identity { team: Some("fin".into()), principal: Some("svc-b".into()), ..id("x") }));
-    }
-
-    #[test]
-    fn config_errors() {
-        let e = allow(RawAllow::default()).unwrap_err();
-        assert!(e[0].starts_with("routes[0].allow: allows nobody"), "{e:?}");
-        let e = allow(RawAllow { issuers: strings(&["airflow", "okta"]), ..RawAllow::default() }).unwrap_err();
-        assert!(e.iter().any(|p| p.starts_with("routes[0].allow.issuers[1]: no issuer named \"okta\"")), "{e:?}");
-        let e = allow(RawAllow { pipelines: strings(&["ok", "bad[", "x"]), ..RawAllow::default() }).unwrap_err();
-        assert!(e.iter().any(|p| p.starts_with("routes[0].allow.pipelines[1]: not a glob")), "{e:?}");
     }
 
     #[test]

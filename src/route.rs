@@ -125,7 +125,7 @@ mod tests {
             methods,
             upstream: 0,
             rate_limit: None,
-            allow: crate::policy::Allow::compile(
+            allow: crate::config::allow::Allow::compile(
                 crate::config::raw::RawAllow { pipelines: vec!["*".into()], ..Default::default() },
                 "allow",
                 &[],

@@ -242,14 +242,22 @@ impl Gateway {
 
         // 3. Policy.
         let permit = policy::authorize(route, identity, &self.metrics)?;
+        // A dry-run denial is allowed; the audit says what enforcement would have refused.
+        if let Some(denied) = permit.dry_run_denied() {
+            record.reason = Some(format!("{}{denied}", policy::DRY_RUN_REASON_PREFIX).into());
+        }
 
         // 4. Rate limit.
         let quota = match &route.rate_limit {
             Some(policy) => {
-                let admitted = snap.limiter.check(policy, &route.name, permit.identity()).await?;
+                let admitted = snap.limiter.check(policy, &route.name, &permit).await?;
                 // A shadow policy that would have refused: allowed, with the reason in the audit.
                 if let Some(reason) = admitted.reason() {
-                    record.reason = Some(reason.into());
+                    record.reason = Some(match record.reason.take() {
+                        // Both a dry-run denial and a shadow refusal: keep both.
+                        Some(dry_run) => format!("{dry_run}; {reason}").into(),
+                        None => reason.into(),
+                    });
                 }
                 admitted.quota()
             }

@@ -145,7 +145,12 @@ async fn dry_run_lets_a_denied_request_through_and_counts_it() {
     let got = call(&gw, "/dry/x", &token("marketing_sync")).await;
     assert_eq!(got.status, 200, "{}", got.text());
     assert_eq!(up.last().headers["x-airflow-dag-id"], "marketing_sync");
-    assert_eq!(call(&gw, "/dry/x", &token("sales_daily")).await.status, 200);
+    let audit = audit_of(&gw, &got).await;
+    assert_eq!(audit["outcome"], "allowed", "{audit}");
+    assert_eq!(audit["reason"], "dry_run:pipeline marketing_sync not allowed on route dry", "{audit}");
+    let allowed = call(&gw, "/dry/x", &token("sales_daily")).await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(audit_of(&gw, &allowed).await["reason"], Value::Null, "an allowed caller has no reason");
     assert_eq!(up.count(), 2);
     let text = gw.metrics().await;
     assert_eq!(metric_value(&text, "airgate_policy_dry_run_denials_total", &[("route", "dry")]), Some(1.0), "{text}");

@@ -2,6 +2,8 @@
 //! 100 000 new pipelines each, with eviction between rounds, hold the key count at zero and the
 //! resident set flat. (Its own test binary, so no other test's allocations move RSS.)
 
+mod support;
+
 use airgate::{
     config::{
         Problems,
@@ -13,6 +15,7 @@ use airgate::{
 };
 use governor::clock::FakeRelativeClock;
 use std::time::Duration;
+use support::permit;
 
 const PIPELINES: usize = 100_000;
 
@@ -36,7 +39,7 @@ async fn hundred_thousand_pipelines_keep_memory_bounded() {
     for round in 0..5 {
         for i in 0..PIPELINES {
             let id = Identity { pipeline: format!("dag_{round}_{i:06}"), ..Identity::default() };
-            assert!(limiter.check("per-dag", "r", &id).await.is_ok());
+            assert!(limiter.check("per-dag", "r", &permit(id)).await.is_ok());
         }
         peak_keys = peak_keys.max(limiter.tracked_keys());
         // Each bucket is full again after one request's interval (50 ms); eviction then drops it.

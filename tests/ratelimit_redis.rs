@@ -2,6 +2,8 @@
 //! through 127.0.0.1:6379, and each `on_backend_error` mode while a private `redis-server` is
 //! killed and restarted.
 
+mod support;
+
 use airgate::{
     config::{
         Problems,
@@ -21,6 +23,7 @@ use std::{
     },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
+use support::permit;
 
 const SHARED_REDIS: &str = "127.0.0.1:6379";
 
@@ -102,7 +105,7 @@ async fn two_replicas_share_one_limit() {
                 let me = id("shared_dag");
                 let mut denied = 0u64;
                 while start.elapsed() < run {
-                    match limiter.check("per-dag", "r", &me).await {
+                    match limiter.check("per-dag", "r", &permit(me.clone())).await {
                         Ok(_) => {
                             allowed.fetch_add(1, Ordering::Relaxed);
                         }
@@ -143,11 +146,11 @@ async fn headers_and_retry_after_from_redis() {
     let cfg = config(&url, &unique_prefix("headers"), "deny", "3/min", 2);
     let limiter = Limiter::new(&cfg, Metrics::new(10), None).unwrap();
     let p = id("slow_dag");
-    let q = limiter.check("per-dag", "r", &p).await.unwrap().quota().unwrap();
+    let q = limiter.check("per-dag", "r", &permit(p.clone())).await.unwrap().quota().unwrap();
     assert_eq!(q.policy, "\"per-dag\";q=2;w=60");
     assert_eq!(q.state, "\"per-dag\";r=1;t=20");
-    limiter.check("per-dag", "r", &p).await.unwrap();
-    match limiter.check("per-dag", "r", &p).await {
+    limiter.check("per-dag", "r", &permit(p.clone())).await.unwrap();
+    match limiter.check("per-dag", "r", &permit(p.clone())).await {
         Err(GatewayError::RateLimited { retry_after, quota }) => {
             assert!((19..=20).contains(&retry_after), "{retry_after}");
             assert_eq!(quota.state, "\"per-dag\";r=0;t=40");
@@ -228,24 +231,24 @@ async fn backend_down_modes_and_recovery() {
     eventually("deny-mode limiter ready", || deny.not_ready().is_empty()).await;
 
     // Healthy: the three share the Redis bucket of "dag_a" (same prefix and policy).
-    assert!(local.check("per-dag", "r", &id("dag_a")).await.is_ok());
-    assert!(allow.check("per-dag", "r", &id("dag_a")).await.is_ok());
-    assert!(is_limited(&deny.check("per-dag", "r", &id("dag_a")).await), "the third request of burst 2");
+    assert!(local.check("per-dag", "r", &permit(id("dag_a"))).await.is_ok());
+    assert!(allow.check("per-dag", "r", &permit(id("dag_a"))).await.is_ok());
+    assert!(is_limited(&deny.check("per-dag", "r", &permit(id("dag_a"))).await), "the third request of burst 2");
     assert_eq!(backend_errors(&metrics), 0);
 
     server.kill();
 
     // local: falls back to this replica's in-process limiter (fresh: burst 2 again).
-    assert!(local.check("per-dag", "r", &id("dag_b")).await.is_ok());
-    assert!(local.check("per-dag", "r", &id("dag_b")).await.is_ok());
-    assert!(is_limited(&local.check("per-dag", "r", &id("dag_b")).await));
+    assert!(local.check("per-dag", "r", &permit(id("dag_b"))).await.is_ok());
+    assert!(local.check("per-dag", "r", &permit(id("dag_b"))).await.is_ok());
+    assert!(is_limited(&local.check("per-dag", "r", &permit(id("dag_b"))).await));
     assert!(local.not_ready().is_empty(), "only deny mode makes readiness depend on Redis");
     // allow: everything passes.
     for _ in 0..5 {
-        assert!(allow.check("per-dag", "r", &id("dag_b")).await.is_ok());
+        assert!(allow.check("per-dag", "r", &permit(id("dag_b"))).await.is_ok());
     }
     // deny: 503 with Retry-After, and not ready.
-    match deny.check("per-dag", "r", &id("dag_b")).await {
+    match deny.check("per-dag", "r", &permit(id("dag_b"))).await {
         Err(GatewayError::RateLimitUnavailable { retry_after }) => assert!(retry_after >= 1),
         other => panic!("{other:?}"),
     }
@@ -255,13 +258,13 @@ async fn backend_down_modes_and_recovery() {
     // Redis returns on the same port: every mode decides in the shared Redis bucket again.
     let _server = PrivateRedis::start_on(server.port);
     eventually("deny-mode limiter ready again", || deny.not_ready().is_empty()).await;
-    assert!(deny.check("per-dag", "r", &id("dag_c")).await.is_ok());
+    assert!(deny.check("per-dag", "r", &permit(id("dag_c"))).await.is_ok());
     assert!(key_exists(&url, &format!("{prefix}per-dag:pipeline:dag_c")).await);
     for (mode, limiter) in [("local", &local), ("allow", &allow)] {
         let mut back = false;
         for attempt in 0..100 {
             let pipeline = format!("{mode}_recovery_{attempt}");
-            assert!(limiter.check("per-dag", "r", &id(&pipeline)).await.is_ok());
+            assert!(limiter.check("per-dag", "r", &permit(id(&pipeline))).await.is_ok());
             if key_exists(&url, &format!("{prefix}per-dag:pipeline:{pipeline}")).await {
                 back = true;
                 break;
@@ -271,8 +274,8 @@ async fn backend_down_modes_and_recovery() {
         assert!(back, "{mode}-mode limiter did not return to Redis");
     }
     // Shared again: dag_c has used one of its two in Redis.
-    assert!(allow.check("per-dag", "r", &id("dag_c")).await.is_ok());
-    assert!(is_limited(&local.check("per-dag", "r", &id("dag_c")).await));
+    assert!(allow.check("per-dag", "r", &permit(id("dag_c"))).await.is_ok());
+    assert!(is_limited(&local.check("per-dag", "r", &permit(id("dag_c"))).await));
 }
 
 /// `rediss://` (as Azure Cache for Redis) with the password from a secret reference: a private
@@ -320,8 +323,8 @@ async fn tls_and_password_from_a_secret_reference() {
     let metrics = Metrics::new(10);
     let limiter = Limiter::new(&cfg, Arc::clone(&metrics), None).unwrap();
     eventually("TLS connection with password", || limiter.not_ready().is_empty()).await;
-    assert!(limiter.check("per-dag", "r", &id("tls_dag")).await.is_ok());
-    assert!(is_limited(&limiter.check("per-dag", "r", &id("tls_dag")).await));
+    assert!(limiter.check("per-dag", "r", &permit(id("tls_dag"))).await.is_ok());
+    assert!(is_limited(&limiter.check("per-dag", "r", &permit(id("tls_dag"))).await));
     assert_eq!(backend_errors(&metrics), 0);
     assert!(!format!("{limiter:?}").contains("s3cret"));
 }

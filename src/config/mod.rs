@@ -5,6 +5,7 @@
 //! file has one, line and column. After this module nothing re-validates: a [`Config`] is correct
 //! by construction.
 
+pub mod allow;
 pub mod credential;
 pub mod issuer;
 pub mod kubernetes;
@@ -174,7 +175,7 @@ pub struct Route {
     /// Name of the rate-limit policy, when limited.
     pub rate_limit: Option<Arc<str>>,
     /// Who may call.
-    pub allow: crate::policy::Allow,
+    pub allow: allow::Allow,
     /// Count and log denials but let them through.
     pub dry_run: bool,
 }
@@ -583,7 +584,7 @@ fn route_section(
             );
             None
         }
-        Some(allow) => crate::policy::Allow::compile(allow, &join(at, "allow"), issuers, p),
+        Some(allow) => allow::Allow::compile(allow, &join(at, "allow"), issuers, p),
     };
     Some(Route {
         name: name?.into(),

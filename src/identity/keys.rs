@@ -14,9 +14,9 @@ use super::{mint::SigningKey, signature::PreparedKey};
 use crate::config::urls::Redacted;
 use crate::{
     backoff::Backoff,
+    client::{ClientSettings, FetchClient, Fetched, fetch, fetch_client},
     config::issuer::{Issuer, KeySource, is_hmac},
     metrics::Metrics,
-    upstream::client::{ClientSettings, FetchClient, fetch, fetch_client},
     watch::{self as file, FileWatch, Fingerprint},
 };
 use arc_swap::ArcSwapOption;
@@ -633,7 +633,7 @@ impl KeyStore {
     }
 }
 
-async fn get(client: &FetchClient, url: &Url) -> Result<crate::upstream::client::Fetched, String> {
+async fn get(client: &FetchClient, url: &Url) -> Result<Fetched, String> {
     let req = Request::get(url.as_str())
         .header(header::ACCEPT, "application/json")
         .body(Full::new(Bytes::new()))

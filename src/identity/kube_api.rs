@@ -4,8 +4,8 @@
 //! `metadata.annotations`, `status.phase`); no Kubernetes SDK.
 
 use crate::{
+    client::{self, FetchClient},
     config::{Secret, WatchedSecret, kubernetes::Kubernetes},
-    upstream::client::{self, FetchClient},
 };
 use bytes::Bytes;
 use http::{HeaderValue, Request, StatusCode, header};

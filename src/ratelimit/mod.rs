@@ -26,34 +26,19 @@
 pub mod local;
 mod redis;
 
+use crate::quota::Quota;
 use crate::{
     carry::{CarryOver, carry_over},
     config::ratelimit::{Backend, KeyKind, Limit, OnBackendError, RateLimits},
     error::GatewayError,
     identity::Identity,
     metrics::Metrics,
+    policy::Permit,
 };
 use governor::clock::{Clock, DefaultClock};
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 use local::PolicyLimiter;
 use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
-
-/// The IETF httpapi `RateLimit-Policy` and `RateLimit` header values of one decision.
-#[derive(Debug, Clone)]
-pub struct Quota {
-    /// `RateLimit-Policy: "per-dag";q=40;w=1`.
-    pub policy: HeaderValue,
-    /// `RateLimit: "per-dag";r=0;t=2`.
-    pub state: HeaderValue,
-}
-
-impl Quota {
-    /// Adds both headers to a response.
-    pub fn apply(self, h: &mut HeaderMap) {
-        h.insert("ratelimit-policy", self.policy);
-        h.insert("ratelimit", self.state);
-    }
-}
 
 /// The audit reason of a request a shadow policy would have refused.
 pub const SHADOW_REASON: &str = "rate_limited_shadow";
@@ -263,7 +248,11 @@ where
     /// `Ok(Admitted::ShadowLimited)` (counted in `airgate_rate_limit_shadow_total`), also when the
     /// backend is down. Counts `airgate_ratelimit_backend_errors_total{backend}`; does not count
     /// `airgate_rate_limited_total` (the audit does, with the pipeline label).
-    pub async fn check(&self, policy: &str, route: &str, identity: &Identity) -> Result<Admitted, GatewayError> {
+    ///
+    /// Takes the caller's [`Permit`], so a request is rate limited only once policy allowed it: a
+    /// forbidden caller cannot spend an allowed pipeline's budget.
+    pub async fn check(&self, policy: &str, route: &str, permit: &Permit) -> Result<Admitted, GatewayError> {
+        let identity: &Identity = permit.identity();
         let Some(state) = self.policies.get(policy) else {
             // Validation makes this unreachable (a route names an existing policy); fail closed.
             tracing::error!(%policy, %route, "route refers to a rate-limit policy this limiter does not have");
@@ -406,12 +395,12 @@ mod tests {
     async fn burst_then_429_with_headers_and_retry_after() {
         let (l, clock) = limiter();
         let sales = id("sales_daily");
-        let first = l.check("per-dag", "sales", &sales).await.unwrap();
+        let first = l.check("per-dag", "sales", &Permit::for_tests(sales.clone())).await.unwrap();
         assert_eq!(headers(&first), ("\"per-dag\";q=40;w=1".into(), "\"per-dag\";r=39;t=1".into()));
         for _ in 1..40 {
-            l.check("per-dag", "sales", &sales).await.unwrap();
+            l.check("per-dag", "sales", &Permit::for_tests(sales.clone())).await.unwrap();
         }
-        match l.check("per-dag", "sales", &sales).await {
+        match l.check("per-dag", "sales", &Permit::for_tests(sales.clone())).await {
             Err(GatewayError::RateLimited { retry_after, quota }) => {
                 assert_eq!(retry_after, 1, "50 ms rounds up to one second");
                 assert_eq!(quota_headers(&quota), ("\"per-dag\";q=40;w=1".into(), "\"per-dag\";r=0;t=2".into()));
@@ -419,12 +408,12 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // Another pipeline is untouched.
-        let other = l.check("per-dag", "sales", &id("finance")).await.unwrap();
+        let other = l.check("per-dag", "sales", &Permit::for_tests(id("finance"))).await.unwrap();
         assert_eq!(headers(&other).1, "\"per-dag\";r=39;t=1");
         // Steady rate afterwards: one per 50 ms.
         clock.advance(Duration::from_millis(50));
-        assert!(l.check("per-dag", "sales", &sales).await.is_ok());
-        assert!(l.check("per-dag", "sales", &sales).await.is_err());
+        assert!(l.check("per-dag", "sales", &Permit::for_tests(sales.clone())).await.is_ok());
+        assert!(l.check("per-dag", "sales", &Permit::for_tests(sales.clone())).await.is_err());
     }
 
     #[tokio::test]
@@ -432,36 +421,36 @@ mod tests {
         let (l, clock) = limiter();
         let backfill = id("sales_backfill_2024");
         for r in (0..4).rev() {
-            let q = l.check("per-dag", "sales", &backfill).await.unwrap();
+            let q = l.check("per-dag", "sales", &Permit::for_tests(backfill.clone())).await.unwrap();
             assert_eq!(headers(&q).0, "\"per-dag\";q=4;w=1");
             assert_eq!(
                 headers(&q).1,
                 format!("\"per-dag\";r={r};t={}", ceil_secs(Duration::from_millis(500) * (4 - r)))
             );
         }
-        match l.check("per-dag", "sales", &backfill).await {
+        match l.check("per-dag", "sales", &Permit::for_tests(backfill.clone())).await {
             Err(GatewayError::RateLimited { retry_after, .. }) => assert_eq!(retry_after, 1),
             other => panic!("{other:?}"),
         }
         clock.advance(Duration::from_millis(500));
-        assert!(l.check("per-dag", "sales", &backfill).await.is_ok());
-        assert!(l.check("per-dag", "sales", &id("sales_daily")).await.is_ok());
+        assert!(l.check("per-dag", "sales", &Permit::for_tests(backfill.clone())).await.is_ok());
+        assert!(l.check("per-dag", "sales", &Permit::for_tests(id("sales_daily"))).await.is_ok());
     }
 
     #[tokio::test]
     async fn retry_after_is_computed_not_constant() {
         let (l, clock) = limiter();
         let p = id("p");
-        l.check("per-route", "a", &p).await.unwrap();
+        l.check("per-route", "a", &Permit::for_tests(p.clone())).await.unwrap();
         let retry = |r: Result<Admitted, GatewayError>| match r {
             Err(GatewayError::RateLimited { retry_after, .. }) => retry_after,
             other => panic!("{other:?}"),
         };
-        assert_eq!(retry(l.check("per-route", "a", &p).await), 60);
+        assert_eq!(retry(l.check("per-route", "a", &Permit::for_tests(p.clone())).await), 60);
         clock.advance(Duration::from_millis(45_500));
-        assert_eq!(retry(l.check("per-route", "a", &p).await), 15);
+        assert_eq!(retry(l.check("per-route", "a", &Permit::for_tests(p.clone())).await), 15);
         // pipeline_route: the same pipeline on another route has its own bucket.
-        assert!(l.check("per-route", "b", &p).await.is_ok());
+        assert!(l.check("per-route", "b", &Permit::for_tests(p.clone())).await.is_ok());
     }
 
     #[tokio::test]
@@ -469,11 +458,14 @@ mod tests {
         let (l, _clock) = limiter();
         let a = Identity { team: Some("finance".into()), ..id("a") };
         let b = Identity { team: Some("finance".into()), ..id("b") };
-        assert!(l.check("per-team", "r", &a).await.is_ok());
-        assert!(l.check("per-team", "r", &b).await.is_ok());
-        assert!(l.check("per-team", "r", &a).await.is_err(), "a and b share the team's burst of 2");
+        assert!(l.check("per-team", "r", &Permit::for_tests(a.clone())).await.is_ok());
+        assert!(l.check("per-team", "r", &Permit::for_tests(b.clone())).await.is_ok());
+        assert!(
+            l.check("per-team", "r", &Permit::for_tests(a.clone())).await.is_err(),
+            "a and b share the team's burst of 2"
+        );
         // Without a team the pipeline is the key; a team named like the pipeline does not collide.
-        assert!(l.check("per-team", "r", &id("finance")).await.is_ok());
+        assert!(l.check("per-team", "r", &Permit::for_tests(id("finance"))).await.is_ok());
         assert_eq!(bucket_key(KeyKind::Team, "r", &id("x")), "pipeline:x");
         assert_eq!(
             bucket_key(KeyKind::Principal, "r", &Identity { principal: Some("svc".into()), ..id("x") }),
@@ -485,13 +477,19 @@ mod tests {
     async fn reload_keeps_state_of_unchanged_policies_only() {
         let (l, clock) = limiter();
         let p = id("p");
-        l.check("per-route", "a", &p).await.unwrap();
-        l.check("per-team", "a", &p).await.unwrap();
-        l.check("per-team", "a", &p).await.unwrap();
+        l.check("per-route", "a", &Permit::for_tests(p.clone())).await.unwrap();
+        l.check("per-team", "a", &Permit::for_tests(p.clone())).await.unwrap();
+        l.check("per-team", "a", &Permit::for_tests(p.clone())).await.unwrap();
         let changed = CONFIG.replace("rate = \"1/s\"\n        burst = 2", "rate = \"1/s\"\n        burst = 3");
         let next = Limiter::with_clock(&config(&changed), Metrics::new(100), Some(&l), clock).unwrap();
-        assert!(next.check("per-route", "a", &p).await.is_err(), "unchanged policy keeps its state");
-        assert!(next.check("per-team", "a", &p).await.is_ok(), "changed policy starts afresh");
+        assert!(
+            next.check("per-route", "a", &Permit::for_tests(p.clone())).await.is_err(),
+            "unchanged policy keeps its state"
+        );
+        assert!(
+            next.check("per-team", "a", &Permit::for_tests(p.clone())).await.is_ok(),
+            "changed policy starts afresh"
+        );
     }
 
     fn shadow_count(m: &Metrics, pipeline: &str, route: &str) -> u64 {
@@ -506,28 +504,34 @@ mod tests {
         let l = Limiter::with_clock(&config(&shadow), Arc::clone(&metrics), None, clock.clone()).unwrap();
         let p = id("p");
         for _ in 0..2 {
-            let a = l.check("per-team", "r", &p).await.unwrap();
+            let a = l.check("per-team", "r", &Permit::for_tests(p.clone())).await.unwrap();
             assert!(matches!(a, Admitted::Shadow) && a.reason().is_none() && a.quota().is_none());
         }
         for _ in 0..3 {
-            let a = l.check("per-team", "r", &p).await.unwrap();
+            let a = l.check("per-team", "r", &Permit::for_tests(p.clone())).await.unwrap();
             assert!(matches!(a, Admitted::ShadowLimited), "{a:?}");
             assert_eq!(a.reason(), Some(SHADOW_REASON));
             assert!(a.quota().is_none(), "no headers for a shadow policy");
         }
         assert_eq!(shadow_count(&metrics, "p", "r"), 3);
         // Enforced policies of the same limiter are untouched.
-        assert!(matches!(l.check("per-route", "r", &p).await, Ok(Admitted::Quota(_))));
-        assert!(l.check("per-route", "r", &p).await.is_err());
+        assert!(matches!(l.check("per-route", "r", &Permit::for_tests(p.clone())).await, Ok(Admitted::Quota(_))));
+        assert!(l.check("per-route", "r", &Permit::for_tests(p.clone())).await.is_err());
 
         // Turning shadow off keeps the state: p is still over its limit, no fresh burst.
         let enforced = Limiter::with_clock(&config(CONFIG), Arc::clone(&metrics), Some(&l), clock.clone()).unwrap();
-        assert!(matches!(enforced.check("per-team", "r", &p).await, Err(GatewayError::RateLimited { .. })));
+        assert!(matches!(
+            enforced.check("per-team", "r", &Permit::for_tests(p.clone())).await,
+            Err(GatewayError::RateLimited { .. })
+        ));
         clock.advance(Duration::from_secs(1));
-        assert!(matches!(enforced.check("per-team", "r", &p).await, Ok(Admitted::Quota(_))));
+        assert!(matches!(enforced.check("per-team", "r", &Permit::for_tests(p.clone())).await, Ok(Admitted::Quota(_))));
         // And back on: still the same bucket, now empty again; counted in the same family.
         let again = Limiter::with_clock(&config(&shadow), Arc::clone(&metrics), Some(&enforced), clock).unwrap();
-        assert!(matches!(again.check("per-team", "r", &p).await, Ok(Admitted::ShadowLimited)));
+        assert!(matches!(
+            again.check("per-team", "r", &Permit::for_tests(p.clone())).await,
+            Ok(Admitted::ShadowLimited)
+        ));
         assert_eq!(shadow_count(&metrics, "p", "r"), 4);
     }
 
@@ -535,7 +539,7 @@ mod tests {
     async fn eviction_bounds_keys() {
         let (l, clock) = limiter();
         for i in 0..100_000 {
-            l.check("per-dag", "r", &id(&format!("dag_{i}"))).await.unwrap();
+            l.check("per-dag", "r", &Permit::for_tests(id(&format!("dag_{i}")))).await.unwrap();
         }
         assert_eq!(l.tracked_keys(), 100_000);
         clock.advance(Duration::from_millis(200));
@@ -548,7 +552,7 @@ mod tests {
         let cfg = config("[[policies]]\nname = \"fast\"\nrate = \"1000000/s\"\nburst = 1\n");
         let l = Limiter::new(&cfg, Metrics::new(10), None).unwrap();
         for i in 0..100 {
-            l.check("fast", "r", &id(&format!("d{i}"))).await.unwrap();
+            l.check("fast", "r", &Permit::for_tests(id(&format!("d{i}")))).await.unwrap();
         }
         assert_eq!(l.tracked_keys(), 100);
         // The limiter's clock is real: let the 1 µs buckets refill; tokio's (paused) clock then

@@ -10,10 +10,8 @@
 //! federated token file are re-read on every fetch (rotation needs no restart). Building one is
 //! cheap: a pipeline around the shared transport.
 
-use super::{
-    client::{ClientSettings, FetchClient, fetch, fetch_client},
-    credential::{Issued, TokenSource},
-};
+use super::credential::{Issued, TokenSource};
+use crate::client::{ClientSettings, FetchClient, fetch, fetch_client};
 use crate::config::{
     Secret, SecretRef,
     credential::{ClientSecret, Credential, IdentityTransport, ManagedIdentity, UserAssigned, WorkloadIdentity},

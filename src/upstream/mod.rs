@@ -3,7 +3,6 @@
 //! live in their own files; this file only asks them for the current header value.
 
 pub mod azure;
-pub mod client;
 pub mod credential;
 pub mod headers;
 pub mod subscription;
@@ -11,6 +10,7 @@ pub mod subscription;
 use crate::{
     body::{BodyTooLarge, ClientBodyError, Counters, RequestBody},
     carry::{CarryOver, carry_over},
+    client,
     config::{self, Route},
     error::GatewayError,
     metrics::Metrics,

@@ -609,3 +609,39 @@ impl Drop for Demo {
         let _ = self.child.wait();
     }
 }
+
+/// Limiter permits issued the way the stack issues them: `policy::authorize` on a route that
+/// allows every pipeline (a [`Permit`](airgate::policy::Permit) cannot be made any other way).
+pub struct Permits {
+    route: config::Route,
+    metrics: Arc<airgate::metrics::Metrics>,
+}
+
+impl Permits {
+    pub fn new() -> Permits {
+        let mut p = config::Problems::default();
+        let raw = config::raw::RawAllow { pipelines: vec!["*".into()], ..Default::default() };
+        let allow = config::allow::Allow::compile(raw, "allow", &[], &mut p).unwrap();
+        let route = config::Route {
+            name: "r".into(),
+            path_prefix: "/r/".into(),
+            rewrite_prefix: None,
+            methods: None,
+            upstream: 0,
+            rate_limit: None,
+            allow,
+            dry_run: false,
+        };
+        Permits { route, metrics: airgate::metrics::Metrics::new(10) }
+    }
+
+    pub fn permit(&self, identity: airgate::identity::Identity) -> airgate::policy::Permit {
+        airgate::policy::authorize(&self.route, Arc::new(identity), &self.metrics).unwrap()
+    }
+}
+
+/// A limiter permit for `identity` (see [`Permits`]).
+pub fn permit(identity: airgate::identity::Identity) -> airgate::policy::Permit {
+    static PERMITS: std::sync::OnceLock<Permits> = std::sync::OnceLock::new();
+    PERMITS.get_or_init(Permits::new).permit(identity)
+}
