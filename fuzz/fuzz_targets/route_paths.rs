@@ -18,15 +18,10 @@
 //! Only paths the HTTP layer lets through (a valid `http::Uri` path) are considered.
 #![no_main]
 
-use airgate::{
-    config::{Problems, Route, raw::RawAllow},
-    error::GatewayError,
-    policy::Allow,
-    route::RouteTable,
-};
+use airgate::{error::GatewayError, route::RouteTable};
 use http::Method;
 use libfuzzer_sys::fuzz_target;
-use std::sync::OnceLock;
+use std::{fmt::Write, sync::OnceLock};
 
 /// `(path_prefix, methods)`, in file order.
 const ROUTES: [(&str, Option<&[&str]>); 6] = [
@@ -40,30 +35,24 @@ const ROUTES: [(&str, Option<&[&str]>); 6] = [
 
 const METHODS: [&str; 4] = ["GET", "POST", "DELETE", "PUT"];
 
+/// The table of a configuration file declaring [`ROUTES`], through the real loader (so the
+/// target does not depend on how a `Route` is built).
 fn table() -> &'static RouteTable {
     static TABLE: OnceLock<RouteTable> = OnceLock::new();
     TABLE.get_or_init(|| {
-        let routes: Vec<Route> = ROUTES
-            .iter()
-            .enumerate()
-            .map(|(i, (prefix, methods))| Route {
-                name: format!("r{i}").into(),
-                path_prefix: (*prefix).into(),
-                rewrite_prefix: None,
-                methods: methods.map(|m| m.iter().map(|s| s.parse().unwrap()).collect()),
-                upstream: 0,
-                rate_limit: None,
-                allow: Allow::compile(
-                    RawAllow { pipelines: vec!["*".into()], ..Default::default() },
-                    "allow",
-                    &[],
-                    &mut Problems::default(),
-                )
-                .unwrap(),
-                dry_run: false,
-            })
-            .collect();
-        RouteTable::new(&routes)
+        let mut text = String::from(
+            "[[issuers]]\nname = \"a\"\nissuer = \"https://a.invalid\"\naudiences = [\"urn:airgate\"]\n\
+             jwks_file = \"/nonexistent/jwks.json\"\n[[upstreams]]\nname = \"u\"\nurl = \"http://127.0.0.1:9\"\n",
+        );
+        for (i, (prefix, methods)) in ROUTES.iter().enumerate() {
+            let _ = writeln!(text, "[[routes]]\nname = \"r{i}\"\npath_prefix = {prefix:?}\nupstream = \"u\"");
+            let _ = writeln!(text, "allow = {{ pipelines = [\"*\"] }}");
+            if let Some(m) = methods {
+                let _ = writeln!(text, "methods = {m:?}");
+            }
+        }
+        let config = airgate::config::parse(&text).unwrap_or_else(|p| panic!("the route table config: {p}"));
+        RouteTable::new(&config.routes)
     })
 }
 
@@ -172,14 +161,15 @@ fn documented_refuses(path: &str) -> Option<&'static str> {
     None
 }
 
-/// Every valid `%XX` decoded, as bytes (invalid escapes pass through).
-fn percent_decode(p: &str) -> Vec<u8> {
+/// Every valid `%XX` for which `which` holds decoded, as bytes (the rest passes through).
+fn percent_decode_where(p: &str, which: impl Fn(u8) -> bool) -> Vec<u8> {
     let b = p.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
     while i < b.len() {
         if b[i] == b'%'
             && let (Some(hi), Some(lo)) = (b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c)))
+            && which(hi << 4 | lo)
         {
             out.push(hi << 4 | lo);
             i += 3;
@@ -189,6 +179,10 @@ fn percent_decode(p: &str) -> Vec<u8> {
         }
     }
     out
+}
+
+fn percent_decode(p: &str) -> Vec<u8> {
+    percent_decode_where(p, |_| true)
 }
 
 fn decode_all(p: &str) -> String {
@@ -205,22 +199,7 @@ fn windows_trailing(p: &str) -> String {
 }
 
 fn decode_unreserved(p: &str) -> String {
-    let b = p.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && let (Some(hi), Some(lo)) = (b.get(i + 1).and_then(|c| hex(*c)), b.get(i + 2).and_then(|c| hex(*c)))
-            && unreserved(hi << 4 | lo)
-        {
-            out.push(hi << 4 | lo);
-            i += 3;
-        } else {
-            out.push(b[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| p.to_owned())
+    String::from_utf8(percent_decode_where(p, unreserved)).unwrap_or_else(|_| p.to_owned())
 }
 
 fn merge_slashes(p: &str) -> String {
