@@ -3,9 +3,14 @@
 //! those named in `Connection`, `Proxy-*`, `X-Airflow-*`, the URL/method override headers, and —
 //! from an untrusted peer — the client-address headers and client `X-Forwarded-*`/`Forwarded`.
 //! `X-Airflow-*` carry exactly the identity's values, percent-encoded when not visible ASCII.
+//! Besides the contract's names, the extra ones the gateway strips (README's "…": `X-Original-URI`,
+//! `X-Forwarded-URI`, `HTTP2-Settings`, `CF-Connecting-IP` and the other client-address and scheme
+//! claims of CDNs and load balancers) are held to the same rule. Responses (bit 2): hop-by-hop
+//! headers, those named in `Connection` and `Proxy-*` go, every other header passes unchanged.
 //!
-//! Input: a first byte of flags (bit 0: the peer is a trusted proxy; bit 1: TLS), then lines
-//! `name: value`; a line `=field value` sets an identity field (`dag`, `task`, `run`, `try`, `map`).
+//! Input: a first byte of flags (bit 0: the peer is a trusted proxy; bit 1: TLS; bit 2: a response
+//! from the upstream), then lines `name: value`; a line `=field value` sets an identity field
+//! (`dag`, `task`, `run`, `try`, `map`).
 #![no_main]
 
 use airgate::{
@@ -17,7 +22,11 @@ use ipnet::IpNet;
 use libfuzzer_sys::fuzz_target;
 use std::net::IpAddr;
 
-const ALWAYS: [&str; 13] = [
+/// Hop-by-hop (RFC 9110 §7.6.1 and HTTP/1 upgrades): removed in both directions.
+const HOP: [&str; 8] =
+    ["connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade", "http2-settings"];
+
+const ALWAYS: [&str; 16] = [
     "authorization",
     "connection",
     "keep-alive",
@@ -26,14 +35,17 @@ const ALWAYS: [&str; 13] = [
     "trailer",
     "transfer-encoding",
     "upgrade",
+    "http2-settings",
     "x-original-url",
+    "x-original-uri",
+    "x-forwarded-uri",
     "x-rewrite-url",
     "x-http-method-override",
     "x-http-method",
     "x-method-override",
 ];
 
-const UNLESS_TRUSTED: [&str; 7] = [
+const UNLESS_TRUSTED: [&str; 19] = [
     "x-real-ip",
     "true-client-ip",
     "x-client-ip",
@@ -41,6 +53,18 @@ const UNLESS_TRUSTED: [&str; 7] = [
     "x-forwarded-prefix",
     "x-forwarded-server",
     "forwarded",
+    "x-forwarded",
+    "forwarded-for",
+    "x-original-forwarded-for",
+    "x-cluster-client-ip",
+    "cf-connecting-ip",
+    "fastly-client-ip",
+    "x-azure-clientip",
+    "x-azure-socketip",
+    "x-forwarded-scheme",
+    "x-forwarded-ssl",
+    "x-url-scheme",
+    "front-end-https",
 ];
 
 /// Names the rewrite sets itself (each at most once, with a value it chose).
@@ -72,6 +96,43 @@ fn percent_decode(v: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// The names listed in `Connection`, lowercase.
+fn connection_listed(headers: &HeaderMap) -> Vec<String> {
+    headers
+        .get_all("connection")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|n| n.trim().to_ascii_lowercase())
+        .collect()
+}
+
+/// Upstream response headers: hop-by-hop ones (also named in `Connection`) and `Proxy-*` go; a
+/// `_` spelling of one may go too (the gateway matches names in any `_`/`-` spelling); every other
+/// header passes with its values unchanged.
+fn response(mut headers: HeaderMap) {
+    let listed = connection_listed(&headers);
+    let hop = |n: &str| HOP.contains(&n) || n.starts_with("proxy-");
+    let must_go = |n: &str| hop(n) || listed.iter().any(|l| l == n);
+    let may_go = |n: &str| hop(&n.replace('_', "-"));
+    let pairs = |h: &HeaderMap| -> Vec<(String, Vec<u8>)> {
+        let mut v: Vec<(String, Vec<u8>)> = h
+            .iter()
+            .filter(|(n, _)| !may_go(n.as_str()))
+            .map(|(n, v)| (n.as_str().to_owned(), v.as_bytes().to_vec()))
+            .collect();
+        v.sort();
+        v
+    };
+    let mut kept = pairs(&headers);
+    kept.retain(|(n, _)| !must_go(n));
+    airgate::upstream::headers::strip_hop_by_hop(&mut headers);
+    for name in headers.keys() {
+        assert!(!must_go(name.as_str()), "{name:?} is hop-by-hop but reaches the client: {headers:?}");
+    }
+    assert_eq!(pairs(&headers), kept, "a response loses only hop-by-hop headers");
+}
+
 fuzz_target!(|data: &[u8]| {
     let Some((&flags, rest)) = data.split_first() else { return };
     let trusted_peer = flags & 1 == 1;
@@ -101,14 +162,12 @@ fuzz_target!(|data: &[u8]| {
             headers.append(n, v);
         }
     }
-    let listed: Vec<String> = headers
-        .get_all("connection")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|n| n.trim().to_ascii_lowercase())
-        .filter(|n| !n.is_empty() && !SET.contains(&n.as_str()))
-        .collect();
+    // The rewrite sets the SET names itself, even when the client listed them.
+    let listed: Vec<String> =
+        connection_listed(&headers).into_iter().filter(|n| !n.is_empty() && !SET.contains(&n.as_str())).collect();
+    if flags & 4 == 4 {
+        return response(headers);
+    }
     let host = headers.get("host").cloned();
     let request_id = HeaderValue::from_static("fuzz-request-1");
     to_upstream(&mut headers, &identity, peer, &trusted, host.clone(), &request_id, None);

@@ -2,7 +2,11 @@
 //! and whatever verifies is a token really signed by one of the two fixed test keys — an Ed25519
 //! key (issuer `https://a.invalid`) or an HS256 secret (issuer `https://b.invalid`) — whose `iss`
 //! names that key's issuer, whose `aud` is `urn:airgate` and which has not expired. The oracle
-//! checks signatures with aws-lc-rs directly, not through the gateway's code.
+//! checks signatures with aws-lc-rs directly, not through the gateway's code, and the rest of
+//! contract §2 on its own reading of the claims: one `Bearer` token of at most 8 KiB, `iat`
+//! present and `exp - iat` at most 15 min, `nbf` honoured (10 s leeway), `scope` containing
+//! `egress` for issuer `a` (its `required_scope`; `b` has none), a non-empty `dag_id`, and an
+//! identity carrying exactly those claims.
 //!
 //! Input: a first byte of flags (bit 0: through the verified-token cache; bits 1–2: mode). Mode 0:
 //! the rest is the whole header value; mode 1: `Bearer ` + the rest; modes 2–3: a token freshly
@@ -16,7 +20,7 @@ use airgate::{
         issuer::{Issuer, KeySource},
     },
     identity::{
-        Authenticator,
+        Authenticator, Identity,
         mint::{self, MintRequest, SigningKey},
     },
     metrics::Metrics,
@@ -95,7 +99,7 @@ fn now() -> u64 {
 
 /// The independent oracle: true when `token` carries a good signature by a fixed key for its
 /// `iss`, `aud` `urn:airgate`, and an `exp` not yet past (10 s leeway).
-fn really_signed(f: &Fixture, token: &str) -> Result<(), String> {
+fn really_signed(f: &Fixture, token: &str) -> Result<Value, String> {
     let parts: Vec<&str> = token.split('.').collect();
     let [h, p, s] = parts[..] else { return Err("not three parts".into()) };
     let header: Value =
@@ -124,10 +128,45 @@ fn really_signed(f: &Fixture, token: &str) -> Result<(), String> {
     if !aud_ok {
         return Err(format!("aud {}", claims["aud"]));
     }
-    match claims["exp"].as_u64() {
-        Some(exp) if exp + 10 >= now() => Ok(()),
-        other => Err(format!("exp {other:?}")),
+    // NumericDate: a non-negative JSON number, fractions dropped.
+    let date = |name: &str| claims[name].as_f64().filter(|d| *d >= 0.0).map(|d| d.floor() as u64);
+    let (Some(exp), Some(iat)) = (date("exp"), date("iat")) else {
+        return Err(format!("exp {} iat {}", claims["exp"], claims["iat"]));
+    };
+    // The gateway read the clock first: its `now` is at most ours.
+    if exp + 10 < now() {
+        return Err(format!("exp {exp} is past"));
     }
+    if exp < iat || exp - iat > 15 * 60 {
+        return Err(format!("lifetime {exp} - {iat} over max_lifetime"));
+    }
+    if !claims["nbf"].is_null() && date("nbf").is_none_or(|nbf| nbf > now() + 10) {
+        return Err(format!("nbf {}", claims["nbf"]));
+    }
+    if claims["iss"] == "https://a.invalid"
+        && !claims["scope"].as_str().is_some_and(|s| s.split(' ').any(|x| x == "egress"))
+    {
+        return Err(format!("scope {} without egress", claims["scope"]));
+    }
+    if !claims["dag_id"].as_str().is_some_and(|d| !d.is_empty()) {
+        return Err(format!("dag_id {}", claims["dag_id"]));
+    }
+    Ok(claims)
+}
+
+/// The identity holds the verified claims: issuer by configuration name, pipeline, expiry.
+fn same_identity(identity: &Identity, claims: &Value) -> Result<(), String> {
+    let issuer = if claims["iss"] == "https://a.invalid" { "a" } else { "b" };
+    if &*identity.issuer != issuer || claims["dag_id"].as_str() != Some(identity.pipeline.as_str()) {
+        return Err(format!(
+            "identity {}/{} for iss {} dag_id {}",
+            identity.issuer, identity.pipeline, claims["iss"], claims["dag_id"]
+        ));
+    }
+    if claims["exp"].as_f64().map(|e| e.floor() as u64) != Some(identity.expires_at) {
+        return Err(format!("expires_at {} for exp {}", identity.expires_at, claims["exp"]));
+    }
+    Ok(())
 }
 
 fn edit(template: &str, ops: &[u8]) -> Vec<u8> {
@@ -166,8 +205,11 @@ fuzz_target!(|data: &[u8]| {
     });
     if let Ok(identity) = result {
         let text = value.to_str().expect("an accepted Authorization value is text");
-        let token = text.split_once(' ').map(|(_, t)| t.trim_matches([' ', '\t'])).unwrap_or_default();
-        if let Err(why) = really_signed(f, token) {
+        let (scheme, token) = text.split_once(' ').expect("an accepted Authorization value has a scheme");
+        assert!(scheme.eq_ignore_ascii_case("bearer"), "accepted scheme {scheme:?}");
+        let token = token.trim_matches([' ', '\t']);
+        assert!(token.len() <= 8 << 10, "accepted a token of {} bytes", token.len());
+        if let Err(why) = really_signed(f, token).and_then(|claims| same_identity(&identity, &claims)) {
             panic!("accepted {token:?} as {identity:?}, but {why}");
         }
     }
