@@ -299,6 +299,8 @@ fn check_host<B>(req: &Request<B>) -> Result<(), GatewayError> {
         (Some(authority), Some(host)) if !authority.as_str().as_bytes().eq_ignore_ascii_case(host.as_bytes()) => {
             Err(GatewayError::BadRequest { reason: "host_mismatch" })
         }
+        // HTTP/1.1 requires `Host` even with an absolute-form target (RFC 9112 §3.2).
+        (_, None) if req.version() == Version::HTTP_11 => Err(GatewayError::BadRequest { reason: "missing_host" }),
         (None, None) if req.version() != Version::HTTP_10 && req.version() != Version::HTTP_09 => {
             Err(GatewayError::BadRequest { reason: "missing_host" })
         }
@@ -310,4 +312,39 @@ fn check_host<B>(req: &Request<B>) -> Result<(), GatewayError> {
 fn head_size<B>(req: &Request<B>) -> usize {
     let line = req.method().as_str().len() + req.uri().path_and_query().map_or(1, |p| p.as_str().len()) + 12;
     req.headers().iter().fold(line, |n, (k, v)| n + k.as_str().len() + v.len() + 4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_host;
+    use http::{Request, Version};
+
+    fn host_reason(version: Version, uri: &str, hosts: &[&str]) -> Option<&'static str> {
+        let mut req = Request::builder().version(version).uri(uri);
+        for h in hosts {
+            req = req.header("host", *h);
+        }
+        match check_host(&req.body(()).unwrap()) {
+            Ok(()) => None,
+            Err(crate::error::GatewayError::BadRequest { reason }) => Some(reason),
+            Err(other) => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn one_authority_per_request() {
+        const HTTP_10: Version = Version::HTTP_10;
+        const HTTP_11: Version = Version::HTTP_11;
+        const HTTP_2: Version = Version::HTTP_2;
+        assert_eq!(host_reason(HTTP_11, "/x", &["a.example"]), None);
+        assert_eq!(host_reason(HTTP_11, "/x", &[]), Some("missing_host"));
+        // An absolute-form target does not stand in for Host on HTTP/1.1.
+        assert_eq!(host_reason(HTTP_11, "http://a.example/x", &[]), Some("missing_host"));
+        assert_eq!(host_reason(HTTP_11, "http://a.example/x", &["A.example"]), None);
+        assert_eq!(host_reason(HTTP_11, "http://a.example/x", &["b.example"]), Some("host_mismatch"));
+        assert_eq!(host_reason(HTTP_11, "/x", &["a.example", "a.example"]), Some("repeated_host"));
+        assert_eq!(host_reason(HTTP_10, "/x", &[]), None);
+        assert_eq!(host_reason(HTTP_2, "https://a.example/x", &[]), None);
+        assert_eq!(host_reason(HTTP_2, "/x", &[]), Some("missing_host"));
+    }
 }
