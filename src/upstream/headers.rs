@@ -158,7 +158,8 @@ pub fn strip_inbound(headers: &mut HeaderMap, trusted_peer: bool) {
     remove_where(headers, |name, class| match class {
         None => false,
         Some(Class::Hop | Class::Always) => true,
-        // A trusted proxy sets the `-` spelling; an `_` one is the client's, passed through.
+        // A trusted proxy sets the `-` spelling; an `_` spelling is the client's own (relayed
+        // by the proxy untouched), so it goes even from a trusted peer.
         Some(Class::Untrusted) => !trusted_peer || name.as_str().contains('_'),
         Some(Class::Managed) => name.as_str().contains('_'),
     });
