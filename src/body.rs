@@ -1,9 +1,11 @@
 //! Body types on the proxy path: [`Body`] for responses (the gateway's own or the upstream's,
-//! streamed) and [`RequestBody`] for requests toward the upstream (streamed, limited to
-//! `max_request_body`, counted for the audit log, trailers dropped).
+//! streamed), [`Inbound`] for the client's request body as received, and [`RequestBody`] for
+//! requests toward the upstream (streamed, limited to `max_request_body`, counted for the audit
+//! log, trailers dropped).
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
+use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
 use hyper::body::Incoming;
 use std::{
     pin::Pin,
@@ -65,6 +67,60 @@ impl http_body::Body for Body {
     }
 }
 
+/// The client's request body as the gateway received it: hyper's stream from a connection, or
+/// any other body from an in-process caller (the layer tests). An enum rather than a box, so a
+/// request from a socket costs no allocation for it.
+#[derive(Debug)]
+pub enum Inbound {
+    /// From one of the gateway's own connections.
+    Hyper(Incoming),
+    /// Any other body.
+    Other(UnsyncBoxBody<Bytes, BoxError>),
+}
+
+impl Inbound {
+    /// Wraps any body.
+    pub fn other<B>(body: B) -> Self
+    where
+        B: http_body::Body<Data = Bytes> + Send + 'static,
+        B::Error: Into<BoxError>,
+    {
+        Inbound::Other(body.map_err(Into::into).boxed_unsync())
+    }
+}
+
+impl From<Incoming> for Inbound {
+    fn from(body: Incoming) -> Self {
+        Inbound::Hyper(body)
+    }
+}
+
+impl http_body::Body for Inbound {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match self.get_mut() {
+            Inbound::Hyper(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
+            Inbound::Other(inner) => Pin::new(inner).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Inbound::Hyper(inner) => inner.is_end_stream(),
+            Inbound::Other(inner) => inner.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Inbound::Hyper(inner) => inner.size_hint(),
+            Inbound::Other(inner) => inner.size_hint(),
+        }
+    }
+}
+
 /// Byte counters shared between a body and the request's audit record.
 #[derive(Debug, Default)]
 pub struct Counters {
@@ -92,20 +148,20 @@ pub struct ClientBodyError {
     /// The connection closed before the body was complete (otherwise: malformed framing).
     pub incomplete: bool,
     #[source]
-    source: hyper::Error,
+    source: BoxError,
 }
 
 /// The client's request body on its way upstream: streamed, limited, counted.
 #[derive(Debug)]
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: Option<Inbound>,
     limit: u64,
     counters: Arc<Counters>,
 }
 
 impl RequestBody {
     /// Wraps the client's body. `None` sends no body.
-    pub fn new(inner: Option<Incoming>, limit: u64, counters: Arc<Counters>) -> Self {
+    pub fn new(inner: Option<Inbound>, limit: u64, counters: Arc<Counters>) -> Self {
         RequestBody { inner, limit, counters }
     }
 }
@@ -141,7 +197,8 @@ impl http_body::Body for RequestBody {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.inner = None;
-                let incomplete = e.is_incomplete_message() || has_eof(&e);
+                let incomplete =
+                    e.downcast_ref::<hyper::Error>().is_some_and(|e| e.is_incomplete_message() || has_eof(e));
                 Poll::Ready(Some(Err(Box::new(ClientBodyError { incomplete, source: e }))))
             }
             Poll::Ready(None) => {

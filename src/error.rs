@@ -2,7 +2,15 @@
 //! one renderer (problem+json, RFC 9457; `WWW-Authenticate` per RFC 6750; `Retry-After`; `Allow`).
 //! Clients get stable generic text; the precise reason goes to the audit log and metrics only.
 
-use crate::{body::Body, quota::Quota};
+use crate::{
+    body::Body,
+    identity::{Rejection, RejectionKind},
+    policy::Denied,
+    quota::Quota,
+    ratelimit::Refused,
+    route::RouteError,
+    upstream::ForwardError,
+};
 use http::{HeaderValue, Response, StatusCode, header};
 use std::borrow::Cow;
 
@@ -130,139 +138,208 @@ pub enum GatewayError {
     Draining,
 }
 
+/// What a client and the audit log are told about one kind of refusal: everything about a
+/// [`GatewayError`] variant except the values it carries. One constant per variant, chosen in one
+/// exhaustive match ([`GatewayError::descriptor`]), so a new variant is decided in one place.
+#[derive(Debug)]
+pub struct Descriptor {
+    /// The status code.
+    pub status: StatusCode,
+    /// The outcome label.
+    pub outcome: Outcome,
+    /// The audit reason when the variant carries none of its own.
+    pub reason: &'static str,
+    /// Problem type slug (`urn:airgate:problem:<slug>`).
+    pub slug: &'static str,
+    /// Problem title.
+    pub title: &'static str,
+    /// Problem detail: stable text, never a token or internal detail.
+    pub detail: &'static str,
+}
+
+const BAD_REQUEST: Descriptor = Descriptor {
+    status: StatusCode::BAD_REQUEST,
+    outcome: Outcome::BadRequest,
+    reason: "bad_request",
+    slug: "bad-request",
+    title: "Bad Request",
+    detail: "The request line, headers or path are malformed.",
+};
+const HEADERS_TOO_LARGE: Descriptor = Descriptor {
+    status: StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+    outcome: Outcome::BadRequest,
+    reason: "headers_too_large",
+    slug: "headers-too-large",
+    title: "Request Header Fields Too Large",
+    detail: "The request headers exceed the gateway's limit.",
+};
+const PAYLOAD_TOO_LARGE: Descriptor = Descriptor {
+    status: StatusCode::PAYLOAD_TOO_LARGE,
+    outcome: Outcome::BadRequest,
+    reason: "body_too_large",
+    slug: "payload-too-large",
+    title: "Content Too Large",
+    detail: "The request body exceeds the gateway's limit.",
+};
+const CLIENT_TIMEOUT: Descriptor = Descriptor {
+    status: StatusCode::REQUEST_TIMEOUT,
+    outcome: Outcome::ClientTimeout,
+    reason: "body_timeout",
+    slug: "client-timeout",
+    title: "Request Timeout",
+    detail: "The request body was not received in time.",
+};
+const NO_ROUTE: Descriptor = Descriptor {
+    status: StatusCode::NOT_FOUND,
+    outcome: Outcome::NoRoute,
+    reason: "no_route",
+    slug: "no-route",
+    title: "Not Found",
+    detail: "No route matches this path.",
+};
+const METHOD_NOT_ALLOWED: Descriptor = Descriptor {
+    status: StatusCode::METHOD_NOT_ALLOWED,
+    outcome: Outcome::MethodNotAllowed,
+    reason: "method_not_allowed",
+    slug: "method-not-allowed",
+    title: "Method Not Allowed",
+    detail: "The routes for this path do not take this method.",
+};
+const UNAUTHENTICATED: Descriptor = Descriptor {
+    status: StatusCode::UNAUTHORIZED,
+    outcome: Outcome::Unauthenticated,
+    reason: "unauthenticated",
+    slug: "unauthenticated",
+    title: "Unauthorized",
+    detail: "A bearer token naming the calling pipeline is required.",
+};
+const INVALID_TOKEN: Descriptor = Descriptor {
+    status: StatusCode::UNAUTHORIZED,
+    outcome: Outcome::Unauthenticated,
+    reason: "invalid_token",
+    slug: "invalid-token",
+    title: "Unauthorized",
+    detail: "The bearer token is invalid, expired or not accepted here.",
+};
+const FORBIDDEN: Descriptor = Descriptor {
+    status: StatusCode::FORBIDDEN,
+    outcome: Outcome::Forbidden,
+    reason: "forbidden",
+    slug: "forbidden",
+    title: "Forbidden",
+    detail: "The calling identity may not use this route.",
+};
+const RATE_LIMITED: Descriptor = Descriptor {
+    status: StatusCode::TOO_MANY_REQUESTS,
+    outcome: Outcome::RateLimited,
+    reason: "rate_limited",
+    slug: "rate-limited",
+    title: "Too Many Requests",
+    detail: "The pipeline's rate limit for this route is exhausted; retry later.",
+};
+const RATELIMIT_UNAVAILABLE: Descriptor = Descriptor {
+    status: StatusCode::SERVICE_UNAVAILABLE,
+    outcome: Outcome::RatelimitUnavailable,
+    reason: "ratelimit_backend_down",
+    slug: "ratelimit-unavailable",
+    title: "Service Unavailable",
+    detail: "The rate-limit backend is unavailable; retry later.",
+};
+const UPSTREAM_ERROR: Descriptor = Descriptor {
+    status: StatusCode::BAD_GATEWAY,
+    outcome: Outcome::UpstreamError,
+    reason: "upstream_error",
+    slug: "upstream-error",
+    title: "Bad Gateway",
+    detail: "The upstream refused the connection or sent an invalid response.",
+};
+const UPSTREAM_TIMEOUT: Descriptor = Descriptor {
+    status: StatusCode::GATEWAY_TIMEOUT,
+    outcome: Outcome::UpstreamTimeout,
+    reason: "upstream_timeout",
+    slug: "upstream-timeout",
+    title: "Gateway Timeout",
+    detail: "The upstream did not answer in time.",
+};
+const CREDENTIAL_UNAVAILABLE: Descriptor = Descriptor {
+    status: StatusCode::SERVICE_UNAVAILABLE,
+    outcome: Outcome::CredentialUnavailable,
+    reason: "no_valid_upstream_token",
+    slug: "credential-unavailable",
+    title: "Service Unavailable",
+    detail: "The gateway holds no valid credential for the upstream; retry later.",
+};
+const IDENTITY_UNAVAILABLE: Descriptor = Descriptor {
+    status: StatusCode::SERVICE_UNAVAILABLE,
+    outcome: Outcome::IdentityUnavailable,
+    reason: "identity_unavailable",
+    slug: "identity-unavailable",
+    title: "Service Unavailable",
+    detail: "The caller's identity cannot be established right now; retry later.",
+};
+const DRAINING: Descriptor = Descriptor {
+    status: StatusCode::SERVICE_UNAVAILABLE,
+    outcome: Outcome::Draining,
+    reason: "draining",
+    slug: "draining",
+    title: "Service Unavailable",
+    detail: "The gateway is shutting down; retry on another replica.",
+};
+
 impl GatewayError {
-    /// The status code. Exhaustive on purpose: a new variant must decide its code here.
-    pub fn status(&self) -> StatusCode {
+    /// Status, outcome, default reason and client text of this error. Exhaustive on purpose: a new
+    /// variant must decide all of them here.
+    pub fn descriptor(&self) -> &'static Descriptor {
         match self {
-            GatewayError::BadRequest { .. } => StatusCode::BAD_REQUEST,
-            GatewayError::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-            GatewayError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-            GatewayError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
-            GatewayError::NoRoute => StatusCode::NOT_FOUND,
-            GatewayError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
-            GatewayError::Unauthenticated { .. } => StatusCode::UNAUTHORIZED,
-            GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            GatewayError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            GatewayError::RateLimitUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::UpstreamError { .. } => StatusCode::BAD_GATEWAY,
-            GatewayError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
-            GatewayError::CredentialUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::IdentityUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
-            GatewayError::Draining => StatusCode::SERVICE_UNAVAILABLE,
+            GatewayError::BadRequest { .. } => &BAD_REQUEST,
+            GatewayError::HeadersTooLarge => &HEADERS_TOO_LARGE,
+            GatewayError::PayloadTooLarge => &PAYLOAD_TOO_LARGE,
+            GatewayError::ClientTimeout => &CLIENT_TIMEOUT,
+            GatewayError::NoRoute => &NO_ROUTE,
+            GatewayError::MethodNotAllowed { .. } => &METHOD_NOT_ALLOWED,
+            GatewayError::Unauthenticated { token_sent: false, .. } => &UNAUTHENTICATED,
+            GatewayError::Unauthenticated { token_sent: true, .. } => &INVALID_TOKEN,
+            GatewayError::Forbidden { .. } => &FORBIDDEN,
+            GatewayError::RateLimited { .. } => &RATE_LIMITED,
+            GatewayError::RateLimitUnavailable { .. } => &RATELIMIT_UNAVAILABLE,
+            GatewayError::UpstreamError { .. } => &UPSTREAM_ERROR,
+            GatewayError::UpstreamTimeout => &UPSTREAM_TIMEOUT,
+            GatewayError::CredentialUnavailable { .. } => &CREDENTIAL_UNAVAILABLE,
+            GatewayError::IdentityUnavailable { .. } => &IDENTITY_UNAVAILABLE,
+            GatewayError::Draining => &DRAINING,
         }
+    }
+
+    /// The status code.
+    pub fn status(&self) -> StatusCode {
+        self.descriptor().status
     }
 
     /// The outcome label.
     pub fn outcome(&self) -> Outcome {
-        match self {
-            GatewayError::BadRequest { .. } | GatewayError::HeadersTooLarge | GatewayError::PayloadTooLarge => {
-                Outcome::BadRequest
-            }
-            GatewayError::ClientTimeout => Outcome::ClientTimeout,
-            GatewayError::NoRoute => Outcome::NoRoute,
-            GatewayError::MethodNotAllowed { .. } => Outcome::MethodNotAllowed,
-            GatewayError::Unauthenticated { .. } => Outcome::Unauthenticated,
-            GatewayError::Forbidden { .. } => Outcome::Forbidden,
-            GatewayError::RateLimited { .. } => Outcome::RateLimited,
-            GatewayError::RateLimitUnavailable { .. } => Outcome::RatelimitUnavailable,
-            GatewayError::UpstreamError { .. } => Outcome::UpstreamError,
-            GatewayError::UpstreamTimeout => Outcome::UpstreamTimeout,
-            GatewayError::CredentialUnavailable { .. } => Outcome::CredentialUnavailable,
-            GatewayError::IdentityUnavailable { .. } => Outcome::IdentityUnavailable,
-            GatewayError::Draining => Outcome::Draining,
-        }
+        self.descriptor().outcome
     }
 
-    /// The precise reason for the audit log.
+    /// The precise reason for the audit log: the one the variant carries, else its descriptor's.
     pub fn reason(&self) -> Cow<'static, str> {
         match self {
             GatewayError::BadRequest { reason }
             | GatewayError::Unauthenticated { reason, .. }
             | GatewayError::UpstreamError { reason } => Cow::Borrowed(reason),
             GatewayError::Forbidden { reason } => reason.clone(),
-            GatewayError::HeadersTooLarge => Cow::Borrowed("headers_too_large"),
-            GatewayError::PayloadTooLarge => Cow::Borrowed("body_too_large"),
-            GatewayError::ClientTimeout => Cow::Borrowed("body_timeout"),
-            GatewayError::NoRoute => Cow::Borrowed("no_route"),
-            GatewayError::MethodNotAllowed { .. } => Cow::Borrowed("method_not_allowed"),
-            GatewayError::RateLimited { .. } => Cow::Borrowed("rate_limited"),
-            GatewayError::RateLimitUnavailable { .. } => Cow::Borrowed("ratelimit_backend_down"),
-            GatewayError::UpstreamTimeout => Cow::Borrowed("upstream_timeout"),
-            GatewayError::CredentialUnavailable { .. } => Cow::Borrowed("no_valid_upstream_token"),
-            GatewayError::IdentityUnavailable { .. } => Cow::Borrowed("identity_unavailable"),
-            GatewayError::Draining => Cow::Borrowed("draining"),
-        }
-    }
-
-    /// `(type slug, title, detail)`: stable text for clients, never a token or internal detail.
-    fn text(&self) -> (&'static str, &'static str, &'static str) {
-        match self {
-            GatewayError::BadRequest { .. } => {
-                ("bad-request", "Bad Request", "The request line, headers or path are malformed.")
-            }
-            GatewayError::HeadersTooLarge => (
-                "headers-too-large",
-                "Request Header Fields Too Large",
-                "The request headers exceed the gateway's limit.",
-            ),
-            GatewayError::PayloadTooLarge => {
-                ("payload-too-large", "Content Too Large", "The request body exceeds the gateway's limit.")
-            }
-            GatewayError::ClientTimeout => {
-                ("client-timeout", "Request Timeout", "The request body was not received in time.")
-            }
-            GatewayError::NoRoute => ("no-route", "Not Found", "No route matches this path."),
-            GatewayError::MethodNotAllowed { .. } => {
-                ("method-not-allowed", "Method Not Allowed", "The routes for this path do not take this method.")
-            }
-            GatewayError::Unauthenticated { token_sent: false, .. } => {
-                ("unauthenticated", "Unauthorized", "A bearer token naming the calling pipeline is required.")
-            }
-            GatewayError::Unauthenticated { token_sent: true, .. } => {
-                ("invalid-token", "Unauthorized", "The bearer token is invalid, expired or not accepted here.")
-            }
-            GatewayError::Forbidden { .. } => {
-                ("forbidden", "Forbidden", "The calling identity may not use this route.")
-            }
-            GatewayError::RateLimited { .. } => (
-                "rate-limited",
-                "Too Many Requests",
-                "The pipeline's rate limit for this route is exhausted; retry later.",
-            ),
-            GatewayError::RateLimitUnavailable { .. } => {
-                ("ratelimit-unavailable", "Service Unavailable", "The rate-limit backend is unavailable; retry later.")
-            }
-            GatewayError::UpstreamError { .. } => {
-                ("upstream-error", "Bad Gateway", "The upstream refused the connection or sent an invalid response.")
-            }
-            GatewayError::UpstreamTimeout => {
-                ("upstream-timeout", "Gateway Timeout", "The upstream did not answer in time.")
-            }
-            GatewayError::CredentialUnavailable { .. } => (
-                "credential-unavailable",
-                "Service Unavailable",
-                "The gateway holds no valid credential for the upstream; retry later.",
-            ),
-            GatewayError::IdentityUnavailable { .. } => (
-                "identity-unavailable",
-                "Service Unavailable",
-                "The caller's identity cannot be established right now; retry later.",
-            ),
-            GatewayError::Draining => {
-                ("draining", "Service Unavailable", "The gateway is shutting down; retry on another replica.")
-            }
+            other => Cow::Borrowed(other.descriptor().reason),
         }
     }
 
     /// Renders the problem+json answer with its protocol headers.
     pub fn into_response(self, request_id: &str) -> Response<Body> {
-        let status = self.status();
-        let (slug, title, detail) = self.text();
+        let d = self.descriptor();
+        let status = d.status;
         let body = serde_json::json!({
-            "type": format!("urn:airgate:problem:{slug}"),
-            "title": title,
+            "type": format!("urn:airgate:problem:{}", d.slug),
+            "title": d.title,
             "status": status.as_u16(),
-            "detail": detail,
+            "detail": d.detail,
             "request_id": request_id,
         });
         let mut resp = Response::new(Body::full(body.to_string()));
@@ -301,6 +378,7 @@ impl GatewayError {
             GatewayError::ClientTimeout => {
                 h.insert(header::CONNECTION, HeaderValue::from_static("close"));
             }
+            // No protocol headers beyond the problem body.
             GatewayError::BadRequest { .. }
             | GatewayError::HeadersTooLarge
             | GatewayError::PayloadTooLarge
@@ -310,5 +388,60 @@ impl GatewayError {
             | GatewayError::UpstreamTimeout => {}
         }
         resp
+    }
+}
+
+// Each phase refuses with its own error; these are the only places they become gateway errors.
+
+impl From<RouteError> for GatewayError {
+    fn from(e: RouteError) -> Self {
+        match e {
+            RouteError::BadPath(path) => GatewayError::BadRequest { reason: path.reason() },
+            RouteError::NoRoute => GatewayError::NoRoute,
+            RouteError::MethodNotAllowed { allow } => GatewayError::MethodNotAllowed { allow },
+        }
+    }
+}
+
+impl From<Rejection> for GatewayError {
+    fn from(r: Rejection) -> Self {
+        match r.kind {
+            RejectionKind::Unauthenticated => {
+                GatewayError::Unauthenticated { reason: r.reason, token_sent: r.token_sent }
+            }
+            RejectionKind::Forbidden => GatewayError::Forbidden { reason: Cow::Borrowed(r.reason) },
+            RejectionKind::Unavailable => GatewayError::IdentityUnavailable { retry_after: r.retry_after() },
+        }
+    }
+}
+
+impl From<Denied> for GatewayError {
+    fn from(d: Denied) -> Self {
+        GatewayError::Forbidden { reason: Cow::Owned(d.reason) }
+    }
+}
+
+impl From<Refused> for GatewayError {
+    fn from(r: Refused) -> Self {
+        match r {
+            Refused::Limited { retry_after, quota } => GatewayError::RateLimited { retry_after, quota },
+            Refused::BackendDown { retry_after } => GatewayError::RateLimitUnavailable { retry_after },
+        }
+    }
+}
+
+impl From<ForwardError> for GatewayError {
+    fn from(e: ForwardError) -> Self {
+        match e {
+            ForwardError::NoCredential(c) => GatewayError::CredentialUnavailable { retry_after: c.retry_after },
+            ForwardError::Unrepresentable => GatewayError::BadRequest { reason: "unrepresentable_path" },
+            ForwardError::BodyTooLarge => GatewayError::PayloadTooLarge,
+            ForwardError::ClientBody { incomplete: true } => GatewayError::BadRequest { reason: "body_incomplete" },
+            ForwardError::ClientBody { incomplete: false } => GatewayError::BadRequest { reason: "malformed_body" },
+            ForwardError::ClientTimeout => GatewayError::ClientTimeout,
+            ForwardError::Timeout => GatewayError::UpstreamTimeout,
+            ForwardError::Connect => GatewayError::UpstreamError { reason: "upstream_connect" },
+            ForwardError::Reset => GatewayError::UpstreamError { reason: "upstream_reset" },
+        }
     }
 }

@@ -1,7 +1,7 @@
 //! RBAC: identity × route → [`Permit`]. A route's `allow` rule ([`Allow`], compiled with the
 //! configuration) is matched any-of per request.
 
-use crate::{config::allow::Allow, error::GatewayError, identity::Identity, metrics::Metrics};
+use crate::{config::allow::Allow, identity::Identity, metrics::Metrics};
 use std::{fmt::Write, sync::Arc};
 
 impl Allow {
@@ -64,26 +64,36 @@ impl Permit {
     }
 }
 
-/// Decides whether `identity` may use `route`.
+/// A refusal by a route's `allow` rule (403).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Denied {
+    /// Names what failed ([`Allow::denial`]): identifiers only.
+    pub reason: String,
+}
+
+/// Decides whether `identity` may use route `route` under its `allow` rule.
 ///
-/// Denied → [`GatewayError::Forbidden`] whose reason names what failed. On a `dry_run` route a
-/// denial is counted in `airgate_policy_dry_run_denials_total{route}`, logged, and permitted; the
-/// stack records [`Permit::dry_run_denied`] in the audit `reason` ([`DRY_RUN_REASON_PREFIX`]).
+/// Denied → [`Denied`], whose reason names what failed. On a `dry_run` route a denial is counted
+/// in `airgate_policy_dry_run_denials_total{route}`, logged, and permitted; the stack records
+/// [`Permit::dry_run_denied`] in the audit `reason` ([`DRY_RUN_REASON_PREFIX`]).
 pub fn authorize(
-    route: &crate::config::Route,
+    route: &str,
+    allow: &Allow,
+    dry_run: bool,
     identity: Arc<Identity>,
     metrics: &Metrics,
-) -> Result<Permit, GatewayError> {
-    if route.allow.matches(&identity) {
+) -> Result<Permit, Denied> {
+    if allow.matches(&identity) {
         return Ok(Permit { identity, dry_run_denied: None });
     }
-    let reason = route.allow.denial(&identity, &route.name);
-    if route.dry_run {
-        metrics.dry_run_denials.with_label_values(&[&*route.name]).inc();
-        tracing::info!(route = %route.name, pipeline = %identity.pipeline, %reason, "dry run: request would be denied");
+    let reason = allow.denial(&identity, route);
+    if dry_run {
+        metrics.dry_run_denials.with_label_values(&[route]).inc();
+        tracing::info!(%route, pipeline = %identity.pipeline, %reason, "dry run: request would be denied");
         return Ok(Permit { identity, dry_run_denied: Some(reason.into()) });
     }
-    Err(GatewayError::Forbidden { reason: reason.into() })
+    Err(Denied { reason })
 }
 
 #[cfg(test)]
@@ -98,7 +108,6 @@ impl Permit {
 mod tests {
     use super::*;
     use crate::config::{
-        Route,
         allow::tests::{compile as allow, strings},
         raw::RawAllow,
     };
@@ -107,17 +116,9 @@ mod tests {
         Identity { issuer: "airflow".into(), pipeline: pipeline.into(), ..Identity::default() }
     }
 
-    fn route(allow: Allow, dry_run: bool) -> Route {
-        Route {
-            name: "sales".into(),
-            path_prefix: "/sales/".into(),
-            rewrite_prefix: None,
-            methods: None,
-            upstream: 0,
-            rate_limit: None,
-            allow,
-            dry_run,
-        }
+    /// `authorize` on route `sales`.
+    fn on_sales(allow: &Allow, dry_run: bool, id: Identity, m: &Metrics) -> Result<Permit, Denied> {
+        authorize("sales", allow, dry_run, Arc::new(id), m)
     }
 
     #[test]
@@ -151,12 +152,12 @@ mod tests {
     #[test]
     fn authorize_denies_with_a_reason() {
         let m = Metrics::new(10);
-        let r = route(allow(RawAllow { pipelines: strings(&["sales_*"]), ..RawAllow::default() }).unwrap(), false);
-        let permit = authorize(&r, Arc::new(id("sales_eu")), &m).unwrap();
+        let r = allow(RawAllow { pipelines: strings(&["sales_*"]), ..RawAllow::default() }).unwrap();
+        let permit = on_sales(&r, false, id("sales_eu"), &m).unwrap();
         assert_eq!(permit.identity().pipeline, "sales_eu");
         assert_eq!(permit.dry_run_denied(), None);
-        match authorize(&r, Arc::new(id("marketing")), &m) {
-            Err(GatewayError::Forbidden { reason }) => {
+        match on_sales(&r, false, id("marketing"), &m) {
+            Err(Denied { reason }) => {
                 assert_eq!(reason, "pipeline marketing not allowed on route sales")
             }
             other => panic!("{other:?}"),
@@ -166,14 +167,11 @@ mod tests {
     #[test]
     fn dry_run_counts_and_permits() {
         let m = Metrics::new(10);
-        let r = route(
-            allow(RawAllow { pipelines: strings(&["sales_*"]), teams: strings(&["t"]), ..RawAllow::default() })
-                .unwrap(),
-            true,
-        );
-        let permit = authorize(&r, Arc::new(id("marketing")), &m).unwrap();
+        let r = allow(RawAllow { pipelines: strings(&["sales_*"]), teams: strings(&["t"]), ..RawAllow::default() })
+            .unwrap();
+        let permit = on_sales(&r, true, id("marketing"), &m).unwrap();
         assert_eq!(permit.dry_run_denied(), Some("pipeline marketing, team (none) not allowed on route sales"));
-        assert!(authorize(&r, Arc::new(id("sales_x")), &m).unwrap().dry_run_denied().is_none());
+        assert!(on_sales(&r, true, id("sales_x"), &m).unwrap().dry_run_denied().is_none());
         assert_eq!(m.dry_run_denials.with_label_values(&["sales"]).get(), 1);
     }
 }

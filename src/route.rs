@@ -4,8 +4,22 @@
 //! (405 with `Allow` when none takes it; never a fall-back to a shorter prefix). Also the
 //! `rewrite_prefix` path rewrite. The upstream is never derived from `Host`.
 
-use crate::{config::Route, error::GatewayError};
+use crate::{config::Route, path::PathError};
 use http::{HeaderValue, Method};
+
+/// Why no route takes a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RouteError {
+    /// The path is in a form an upstream could read differently (400).
+    BadPath(PathError),
+    /// No prefix matches (404).
+    NoRoute,
+    /// The owning prefix's routes take only the methods in `allow` (405).
+    MethodNotAllowed {
+        /// Value of the `Allow` header.
+        allow: HeaderValue,
+    },
+}
 
 /// All routes of one configuration, grouped by prefix for longest-prefix matching.
 #[derive(Debug)]
@@ -66,15 +80,15 @@ impl RouteTable {
     }
 
     /// Finds the route for `method` and `path` (the raw, still-encoded request path).
-    pub fn find(&self, method: &Method, path: &str) -> Result<usize, GatewayError> {
-        crate::path::check(path).map_err(|e| GatewayError::BadRequest { reason: e.reason() })?;
+    pub fn find(&self, method: &Method, path: &str) -> Result<usize, RouteError> {
+        crate::path::check(path).map_err(RouteError::BadPath)?;
         // The longest matching prefix owns the path: only its routes are considered.
-        let group = self.groups.iter().find(|g| prefix_matches(&g.prefix, path)).ok_or(GatewayError::NoRoute)?;
+        let group = self.groups.iter().find(|g| prefix_matches(&g.prefix, path)).ok_or(RouteError::NoRoute)?;
         // A route naming the method is more specific than one taking every method.
         if let Some((index, _)) = group.by_method.iter().find(|(_, list)| list.contains(method)) {
             return Ok(*index);
         }
-        group.any_method.ok_or_else(|| GatewayError::MethodNotAllowed { allow: group.allow.clone() })
+        group.any_method.ok_or_else(|| RouteError::MethodNotAllowed { allow: group.allow.clone() })
     }
 }
 
@@ -153,7 +167,7 @@ mod tests {
         assert_eq!(t.find(&Method::GET, "/SALES/x").unwrap(), 0);
         assert_eq!(t.find(&Method::GET, "/Sales/Admin/users").unwrap(), 1, "case cannot dodge the nested route");
         assert_eq!(t.find(&Method::GET, "/sales/ADMIN").unwrap(), 0, "`/sales/admin/` needs its slash");
-        assert!(matches!(t.find(&Method::GET, "/SALESx"), Err(GatewayError::NoRoute)));
+        assert!(matches!(t.find(&Method::GET, "/SALESx"), Err(RouteError::NoRoute)));
     }
 
     #[test]
@@ -163,16 +177,16 @@ mod tests {
         assert_eq!(t.find(&Method::POST, "/a/b/c").unwrap(), 1);
         for m in [Method::GET, Method::DELETE] {
             match t.find(&m, "/a/b/c") {
-                Err(GatewayError::MethodNotAllowed { allow }) => assert_eq!(allow, "POST", "{m}"),
+                Err(RouteError::MethodNotAllowed { allow }) => assert_eq!(allow, "POST", "{m}"),
                 other => panic!("{m}: {other:?}"),
             }
         }
         assert_eq!(t.find(&Method::GET, "/a/x").unwrap(), 0);
-        assert!(matches!(t.find(&Method::GET, "/zzz"), Err(GatewayError::NoRoute)));
+        assert!(matches!(t.find(&Method::GET, "/zzz"), Err(RouteError::NoRoute)));
         // Even a catch-all outer route does not take what the nested prefix refuses.
         let routes = vec![route("/", None, None), route("/a/b/", None, Some(vec![Method::GET]))];
         let t = RouteTable::new(&routes);
-        assert!(matches!(t.find(&Method::DELETE, "/a/b/c"), Err(GatewayError::MethodNotAllowed { .. })));
+        assert!(matches!(t.find(&Method::DELETE, "/a/b/c"), Err(RouteError::MethodNotAllowed { .. })));
     }
 
     #[test]
@@ -188,7 +202,7 @@ mod tests {
         assert_eq!(t.find(&Method::HEAD, "/a/x").unwrap(), 0);
         assert_eq!(t.find(&Method::POST, "/A/x").unwrap(), 1);
         match t.find(&Method::DELETE, "/a/x") {
-            Err(GatewayError::MethodNotAllowed { allow }) => assert_eq!(allow, "GET, HEAD, POST"),
+            Err(RouteError::MethodNotAllowed { allow }) => assert_eq!(allow, "GET, HEAD, POST"),
             other => panic!("{other:?}"),
         }
         assert_eq!(t.find(&Method::PUT, "/b/x").unwrap(), 2);
@@ -204,7 +218,7 @@ mod tests {
             [("/sales//admin/users", "empty_segment"), ("/a/%61", "encoded_unreserved"), ("/a;b", "semicolon_in_path")]
         {
             match t.find(&Method::GET, p) {
-                Err(GatewayError::BadRequest { reason: got }) => assert_eq!(got, reason, "{p}"),
+                Err(RouteError::BadPath(e)) => assert_eq!(e.reason(), reason, "{p}"),
                 other => panic!("{p}: {other:?}"),
             }
         }

@@ -19,7 +19,7 @@
 
 use crate::{
     audit::{Auditor, Pending, Record, Tracked},
-    body::{Body, Counters, RequestBody},
+    body::{Body, Counters, Inbound, RequestBody},
     config::Config,
     error::{GatewayError, Outcome},
     identity::Authenticator,
@@ -27,12 +27,11 @@ use crate::{
     policy,
     ratelimit::Limiter,
     route::RouteTable,
-    upstream::{self, Forwarding, Upstream, headers},
+    upstream::{self, Forwarding, MakeTransport, Transport, Upstream, headers},
 };
 use arc_swap::ArcSwap;
 use http::{HeaderValue, Request, Response, StatusCode, Version, header};
 use http_body::Body as _;
-use hyper::body::Incoming;
 use std::{
     net::SocketAddr,
     sync::{
@@ -58,12 +57,23 @@ impl Snapshot {
     /// Builds a snapshot. `previous` lends key sets, tokens, pools and limiter state of parts
     /// whose configuration did not change.
     pub fn build(config: Config, metrics: &Arc<Metrics>, previous: Option<&Snapshot>) -> Result<Self, String> {
+        Self::build_with(config, metrics, previous, &Transport::pooled)
+    }
+
+    /// [`Snapshot::build`] with the transport of new or changed upstreams made by `make` (the
+    /// layer tests hand in a `service_fn`).
+    pub fn build_with(
+        config: Config,
+        metrics: &Arc<Metrics>,
+        previous: Option<&Snapshot>,
+        make: MakeTransport<'_>,
+    ) -> Result<Self, String> {
         let auth = Authenticator::new(&config.issuers, metrics.clone(), previous.map(|p| &p.auth))?;
         let limiter = Limiter::new(&config.rate_limits, metrics.clone(), previous.map(|p| &p.limiter))?;
         let upstreams = config
             .upstreams
             .iter()
-            .map(|u| Upstream::new(u, metrics, previous.map_or(&[], |p| &p.upstreams)))
+            .map(|u| Upstream::new(u, metrics, previous.map_or(&[], |p| &p.upstreams), make))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Snapshot { routes: RouteTable::new(&config.routes), config: Arc::new(config), auth, limiter, upstreams })
     }
@@ -131,8 +141,9 @@ impl Gateway {
         self.draining.load(Ordering::SeqCst)
     }
 
-    /// Serves one request. Never fails: every refusal is a problem+json response.
-    pub async fn handle(&self, req: Request<Incoming>, conn: ConnInfo) -> Response<Tracked> {
+    /// Serves one request. Never fails: every refusal is a problem+json response. The body is
+    /// hyper's from a connection, or any body ([`Inbound::other`]) from an in-process caller.
+    pub async fn handle<B: Into<Inbound>>(&self, req: Request<B>, conn: ConnInfo) -> Response<Tracked> {
         let start = Instant::now();
         let snap = self.current.load_full();
         let server = &snap.config.server;
@@ -171,10 +182,17 @@ impl Gateway {
         let result = if self.is_draining() {
             Err(GatewayError::Draining)
         } else {
-            let phases = self.phases(&snap, req, conn, pending.record(), &counters, &request_id, traceparent);
-            match tokio::time::timeout(server.request_timeout, phases).await {
+            let ctx = Ctx {
+                snap: &snap,
+                conn,
+                record: pending.record(),
+                counters: &counters,
+                request_id: &request_id,
+                traceparent,
+            };
+            match tokio::time::timeout(server.request_timeout, self.phases(ctx, req.map(Into::into))).await {
                 Ok(result) => result,
-                Err(_) => Err(upstream::timed_out(&counters)),
+                Err(_) => Err(upstream::timed_out(&counters).into()),
             }
         };
         let mut resp = match result {
@@ -205,17 +223,9 @@ impl Gateway {
         Pending::new(record, Arc::default(), self.auditor.clone()).answered(status);
     }
 
-    #[allow(clippy::too_many_arguments)]
-    async fn phases(
-        &self,
-        snap: &Snapshot,
-        req: Request<Incoming>,
-        conn: ConnInfo,
-        record: &mut Record,
-        counters: &Arc<Counters>,
-        request_id: &HeaderValue,
-        traceparent: HeaderValue,
-    ) -> Result<Response<Body>, GatewayError> {
+    /// The phases in order (module docs); `Err` is the one refusal the request gets.
+    async fn phases(&self, ctx: Ctx<'_>, req: Request<Inbound>) -> Result<Response<Body>, GatewayError> {
+        let Ctx { snap, conn, record, counters, request_id, traceparent } = ctx;
         let server = &snap.config.server;
 
         // 1. Head limits and route.
@@ -241,7 +251,7 @@ impl Gateway {
         record.identity = Some(identity.clone());
 
         // 3. Policy.
-        let permit = policy::authorize(route, identity, &self.metrics)?;
+        let permit = policy::authorize(&route.name, &route.allow, route.dry_run, identity, &self.metrics)?;
         // A dry-run denial is allowed; the audit says what enforcement would have refused.
         if let Some(denied) = permit.dry_run_denied() {
             record.reason = Some(format!("{}{denied}", policy::DRY_RUN_REASON_PREFIX).into());
@@ -277,12 +287,28 @@ impl Gateway {
         let started = Instant::now();
         let sent = upstream.forward(&permit, route, parts, body, &fwd).await;
         record.upstream_duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
-        let mut resp = sent?.map(Body::Upstream);
+        let mut resp = sent?;
         if let Some(quota) = quota {
             quota.apply(resp.headers_mut());
         }
         Ok(resp)
     }
+}
+
+/// What the phases of one request share besides the request itself.
+struct Ctx<'a> {
+    /// The configuration generation the request started on.
+    snap: &'a Snapshot,
+    /// The client connection.
+    conn: ConnInfo,
+    /// The request's audit record, filled in as the phases learn things.
+    record: &'a mut Record,
+    /// Body byte counters (audit) and who is being waited on (408 vs 504).
+    counters: &'a Arc<Counters>,
+    /// The request id sent upstream and back.
+    request_id: &'a HeaderValue,
+    /// `traceparent` to send upstream (the client's when valid, else generated).
+    traceparent: HeaderValue,
 }
 
 /// Exactly one authority per request (contract §3): HTTP/1.1 needs one `Host`, no request may

@@ -10,8 +10,8 @@ use airgate::{
         SecretRef,
         credential::{ClientSecret, Credential, IdentityTransport, WorkloadIdentity},
     },
-    error::GatewayError,
     metrics::Metrics,
+    upstream::credential::NoCredential,
     upstream::credential::{CredentialSource, Timing},
 };
 use std::{sync::Arc, time::Duration};
@@ -176,7 +176,7 @@ async fn hundred_concurrent_callers_at_start_cause_one_fetch() {
             tokio::spawn(async move {
                 // Each caller gets an answer right away: no token yet, retry shortly.
                 match source.header() {
-                    Err(GatewayError::CredentialUnavailable { retry_after }) => assert!(retry_after >= 1),
+                    Err(NoCredential { retry_after }) => assert!(retry_after >= 1),
                     other => panic!("{other:?}"),
                 }
                 source.wait_ready(Duration::from_secs(10)).await
@@ -210,7 +210,7 @@ async fn token_endpoint_down_at_start_then_recovery() {
     let (source, metrics) = start(&setup);
     assert!(!source.wait_ready(Duration::from_millis(600)).await);
     match source.header() {
-        Err(GatewayError::CredentialUnavailable { retry_after }) => assert!((1..=2).contains(&retry_after)),
+        Err(NoCredential { retry_after }) => assert!((1..=2).contains(&retry_after)),
         other => panic!("{other:?}"),
     }
     let why = source.not_ready().unwrap();

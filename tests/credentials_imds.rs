@@ -7,8 +7,8 @@ mod support;
 
 use airgate::{
     config::credential::{Credential, IdentityTransport, ManagedIdentity, UserAssigned},
-    error::GatewayError,
     metrics::Metrics,
+    upstream::credential::NoCredential,
     upstream::credential::{CredentialSource, Timing},
 };
 use std::{sync::Arc, time::Duration};
@@ -77,7 +77,7 @@ async fn hundred_concurrent_callers_at_start_cause_one_imds_call() {
         .collect();
     for caller in callers {
         let (first, ready) = caller.await.unwrap();
-        assert!(matches!(first, Err(GatewayError::CredentialUnavailable { .. })));
+        assert!(matches!(first, Err(NoCredential { .. })));
         assert!(ready);
     }
     assert_eq!(fake.log.seen.lock().unwrap().len(), 1);

@@ -15,10 +15,10 @@ use airgate::{
         Problems,
         ratelimit::{RawRateLimits, validate},
     },
-    error::GatewayError,
     identity::Identity,
     metrics::Metrics,
     ratelimit::Limiter,
+    ratelimit::Refused,
 };
 use bytes::Bytes;
 use cluster::Cluster;
@@ -341,7 +341,7 @@ async fn cluster_over_tls_with_a_password_spreads_keys_over_every_master() {
         let id = Identity { issuer: "airflow".into(), pipeline: format!("dag_{i}"), ..Identity::default() };
         assert!(limiter.check("per-dag", "r", &permit(id.clone())).await.is_ok(), "dag_{i}");
         assert!(
-            matches!(limiter.check("per-dag", "r", &permit(id.clone())).await, Err(GatewayError::RateLimited { .. })),
+            matches!(limiter.check("per-dag", "r", &permit(id.clone())).await, Err(Refused::Limited { .. })),
             "dag_{i}"
         );
     }

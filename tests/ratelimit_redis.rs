@@ -9,10 +9,10 @@ use airgate::{
         Problems,
         ratelimit::{RateLimits, RawRateLimits, validate},
     },
-    error::GatewayError,
     identity::Identity,
     metrics::Metrics,
     ratelimit::Limiter,
+    ratelimit::Refused,
 };
 use std::{
     net::TcpStream,
@@ -109,7 +109,7 @@ async fn two_replicas_share_one_limit() {
                         Ok(_) => {
                             allowed.fetch_add(1, Ordering::Relaxed);
                         }
-                        Err(GatewayError::RateLimited { retry_after, .. }) => {
+                        Err(Refused::Limited { retry_after, .. }) => {
                             assert!(retry_after >= 1);
                             denied += 1;
                         }
@@ -151,7 +151,7 @@ async fn headers_and_retry_after_from_redis() {
     assert_eq!(q.state, "\"per-dag\";r=1;t=20");
     limiter.check("per-dag", "r", &permit(p.clone())).await.unwrap();
     match limiter.check("per-dag", "r", &permit(p.clone())).await {
-        Err(GatewayError::RateLimited { retry_after, quota }) => {
+        Err(Refused::Limited { retry_after, quota }) => {
             assert!((19..=20).contains(&retry_after), "{retry_after}");
             assert_eq!(quota.state, "\"per-dag\";r=0;t=40");
         }
@@ -216,8 +216,8 @@ async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     }
 }
 
-fn is_limited(r: &Result<airgate::ratelimit::Admitted, GatewayError>) -> bool {
-    matches!(r, Err(GatewayError::RateLimited { .. }))
+fn is_limited(r: &Result<airgate::ratelimit::Admitted, Refused>) -> bool {
+    matches!(r, Err(Refused::Limited { .. }))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -249,7 +249,7 @@ async fn backend_down_modes_and_recovery() {
     }
     // deny: 503 with Retry-After, and not ready.
     match deny.check("per-dag", "r", &permit(id("dag_b"))).await {
-        Err(GatewayError::RateLimitUnavailable { retry_after }) => assert!(retry_after >= 1),
+        Err(Refused::BackendDown { retry_after }) => assert!(retry_after >= 1),
         other => panic!("{other:?}"),
     }
     assert!(!deny.not_ready().is_empty());

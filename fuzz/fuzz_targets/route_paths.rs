@@ -18,7 +18,7 @@
 //! Only paths the HTTP layer lets through (a valid `http::Uri` path) are considered.
 #![no_main]
 
-use airgate::{error::GatewayError, route::RouteTable};
+use airgate::route::{RouteError, RouteTable};
 use http::Method;
 use libfuzzer_sys::fuzz_target;
 use std::{fmt::Write, sync::OnceLock};
@@ -67,9 +67,9 @@ enum Outcome {
 fn outcome(method: &Method, path: &str) -> Outcome {
     match table().find(method, path) {
         Ok(i) => Outcome::Route(i),
-        Err(GatewayError::BadRequest { .. }) => Outcome::Bad,
-        Err(GatewayError::NoRoute) => Outcome::NoRoute,
-        Err(GatewayError::MethodNotAllowed { .. }) => Outcome::NotAllowed,
+        Err(RouteError::BadPath(_)) => Outcome::Bad,
+        Err(RouteError::NoRoute) => Outcome::NoRoute,
+        Err(RouteError::MethodNotAllowed { .. }) => Outcome::NotAllowed,
         Err(other) => panic!("find gave {other:?}"),
     }
 }

@@ -20,12 +20,11 @@ mod verify;
 use crate::carry::{CarryOver, carry_over};
 use crate::{
     config::issuer::{Issuer, KeySource},
-    error::GatewayError,
     metrics::Metrics,
 };
 use http::{HeaderMap, HeaderName};
 use keys::KeyStore;
-use std::{borrow::Cow, sync::Arc};
+use std::sync::Arc;
 use tokio::sync::watch;
 
 /// A verified caller; handed down the stack in an `Arc`.
@@ -171,15 +170,10 @@ impl Rejection {
     }
 }
 
-impl From<Rejection> for GatewayError {
-    fn from(r: Rejection) -> Self {
-        match r.kind {
-            RejectionKind::Unauthenticated => {
-                GatewayError::Unauthenticated { reason: r.reason, token_sent: r.token_sent }
-            }
-            RejectionKind::Forbidden => GatewayError::Forbidden { reason: Cow::Borrowed(r.reason) },
-            RejectionKind::Unavailable => GatewayError::IdentityUnavailable { retry_after: IDENTITY_RETRY_AFTER },
-        }
+impl Rejection {
+    /// `Retry-After` of a 503 `identity_unavailable`, seconds.
+    pub fn retry_after(&self) -> u64 {
+        IDENTITY_RETRY_AFTER
     }
 }
 

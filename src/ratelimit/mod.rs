@@ -30,7 +30,6 @@ use crate::quota::Quota;
 use crate::{
     carry::{CarryOver, carry_over},
     config::ratelimit::{Backend, KeyKind, Limit, OnBackendError, RateLimits},
-    error::GatewayError,
     identity::Identity,
     metrics::Metrics,
     policy::Permit,
@@ -42,6 +41,23 @@ use std::{collections::HashMap, fmt, sync::Arc, time::Duration};
 
 /// The audit reason of a request a shadow policy would have refused.
 pub const SHADOW_REASON: &str = "rate_limited_shadow";
+
+/// A request the limiter refuses.
+#[derive(Debug)]
+pub enum Refused {
+    /// Over the limit (429).
+    Limited {
+        /// Whole seconds until a retry can succeed (≥ 1).
+        retry_after: u64,
+        /// `RateLimit-Policy` / `RateLimit` header values.
+        quota: Quota,
+    },
+    /// The backend is down and `on_backend_error = "deny"` (503).
+    BackendDown {
+        /// Whole seconds to wait.
+        retry_after: u64,
+    },
+}
 
 /// A request the limiter lets through.
 #[derive(Debug, Clone)]
@@ -242,8 +258,8 @@ where
     /// Decides one request for `route` under policy `policy` (the route's `rate_limit` name).
     ///
     /// `Ok(Admitted::Quota)` → allowed, with header values for the response;
-    /// `Err(GatewayError::RateLimited { retry_after, quota })`, or
-    /// `Err(GatewayError::RateLimitUnavailable { retry_after })` when the backend is down and
+    /// `Err(Refused::Limited { retry_after, quota })`, or
+    /// `Err(Refused::BackendDown { retry_after })` when the backend is down and
     /// `on_backend_error = "deny"`. A shadow policy never refuses: `Ok(Admitted::Shadow)` or
     /// `Ok(Admitted::ShadowLimited)` (counted in `airgate_rate_limit_shadow_total`), also when the
     /// backend is down. Counts `airgate_ratelimit_backend_errors_total{backend}`; does not count
@@ -251,12 +267,12 @@ where
     ///
     /// Takes the caller's [`Permit`], so a request is rate limited only once policy allowed it: a
     /// forbidden caller cannot spend an allowed pipeline's budget.
-    pub async fn check(&self, policy: &str, route: &str, permit: &Permit) -> Result<Admitted, GatewayError> {
+    pub async fn check(&self, policy: &str, route: &str, permit: &Permit) -> Result<Admitted, Refused> {
         let identity: &Identity = permit.identity();
         let Some(state) = self.policies.get(policy) else {
             // Validation makes this unreachable (a route names an existing policy); fail closed.
             tracing::error!(%policy, %route, "route refers to a rate-limit policy this limiter does not have");
-            return Err(GatewayError::RateLimitUnavailable { retry_after: 1 });
+            return Err(Refused::BackendDown { retry_after: 1 });
         };
         let (index, bucket) = state.local.bucket(&identity.pipeline);
         let key = bucket_key(state.local.policy.key, route, identity);
@@ -273,7 +289,7 @@ where
                             OnBackendError::Allow => unlimited(&bucket.limit),
                             // Shadow never refuses: nothing was decided, so nothing to count.
                             OnBackendError::Deny if state.shadow => return Ok(Admitted::Shadow),
-                            OnBackendError::Deny => return Err(GatewayError::RateLimitUnavailable { retry_after: 1 }),
+                            OnBackendError::Deny => return Err(Refused::BackendDown { retry_after: 1 }),
                         }
                     }
                 }
@@ -291,7 +307,7 @@ where
         if decision.allowed {
             Ok(Admitted::Quota(quota))
         } else {
-            Err(GatewayError::RateLimited { retry_after: ceil_secs(decision.retry_after).max(1), quota })
+            Err(Refused::Limited { retry_after: ceil_secs(decision.retry_after).max(1), quota })
         }
     }
 
@@ -401,7 +417,7 @@ mod tests {
             l.check("per-dag", "sales", &Permit::for_tests(sales.clone())).await.unwrap();
         }
         match l.check("per-dag", "sales", &Permit::for_tests(sales.clone())).await {
-            Err(GatewayError::RateLimited { retry_after, quota }) => {
+            Err(Refused::Limited { retry_after, quota }) => {
                 assert_eq!(retry_after, 1, "50 ms rounds up to one second");
                 assert_eq!(quota_headers(&quota), ("\"per-dag\";q=40;w=1".into(), "\"per-dag\";r=0;t=2".into()));
             }
@@ -429,7 +445,7 @@ mod tests {
             );
         }
         match l.check("per-dag", "sales", &Permit::for_tests(backfill.clone())).await {
-            Err(GatewayError::RateLimited { retry_after, .. }) => assert_eq!(retry_after, 1),
+            Err(Refused::Limited { retry_after, .. }) => assert_eq!(retry_after, 1),
             other => panic!("{other:?}"),
         }
         clock.advance(Duration::from_millis(500));
@@ -442,8 +458,8 @@ mod tests {
         let (l, clock) = limiter();
         let p = id("p");
         l.check("per-route", "a", &Permit::for_tests(p.clone())).await.unwrap();
-        let retry = |r: Result<Admitted, GatewayError>| match r {
-            Err(GatewayError::RateLimited { retry_after, .. }) => retry_after,
+        let retry = |r: Result<Admitted, Refused>| match r {
+            Err(Refused::Limited { retry_after, .. }) => retry_after,
             other => panic!("{other:?}"),
         };
         assert_eq!(retry(l.check("per-route", "a", &Permit::for_tests(p.clone())).await), 60);
@@ -522,7 +538,7 @@ mod tests {
         let enforced = Limiter::with_clock(&config(CONFIG), Arc::clone(&metrics), Some(&l), clock.clone()).unwrap();
         assert!(matches!(
             enforced.check("per-team", "r", &Permit::for_tests(p.clone())).await,
-            Err(GatewayError::RateLimited { .. })
+            Err(Refused::Limited { .. })
         ));
         clock.advance(Duration::from_secs(1));
         assert!(matches!(enforced.check("per-team", "r", &Permit::for_tests(p.clone())).await, Ok(Admitted::Quota(_))));

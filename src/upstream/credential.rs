@@ -12,7 +12,6 @@ use super::azure::AzureTokenSource;
 use crate::{
     backoff::Backoff,
     config::{Secret, WatchedSecret, credential::Credential},
-    error::GatewayError,
     metrics::Metrics,
 };
 use arc_swap::ArcSwap;
@@ -109,6 +108,14 @@ impl Timing {
     pub fn backoff(&self) -> Backoff {
         Backoff { initial: self.backoff_initial, max: self.backoff_max }
     }
+}
+
+/// No unexpired token is held: nothing may be sent upstream (503).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("no valid upstream token; retry in {retry_after} s")]
+pub struct NoCredential {
+    /// Whole seconds until the next fetch is expected to have succeeded.
+    pub retry_after: u64,
 }
 
 /// The credential of one upstream, as the request path sees it.
@@ -218,8 +225,8 @@ impl CredentialSource {
     }
 
     /// The Authorization header value for the next request: sync, lock-free, no I/O, no await.
-    /// `Ok(None)` for kind `none`; `Err(CredentialUnavailable)` when no unexpired token is held.
-    pub fn header(&self) -> Result<Option<HeaderValue>, GatewayError> {
+    /// `Ok(None)` for kind `none`; [`NoCredential`] when no unexpired token is held.
+    pub fn header(&self) -> Result<Option<HeaderValue>, NoCredential> {
         match &self.kind {
             Kind::None => Ok(None),
             Kind::Static(cell) => Ok(Some(HeaderValue::clone(&cell.get()))),
@@ -274,14 +281,14 @@ impl CredentialSource {
 }
 
 impl Shared {
-    fn header(&self, now: Instant) -> Result<HeaderValue, GatewayError> {
+    fn header(&self, now: Instant) -> Result<HeaderValue, NoCredential> {
         let state = self.state.load();
         match &state.token {
             Some(t) if now < t.usable_until => Ok(t.header.clone()),
             _ => {
                 // The next attempt plus a second for the fetch itself; at least 1 s.
                 let wait = state.retry_at.map_or(Duration::ZERO, |at| at.saturating_duration_since(now));
-                Err(GatewayError::CredentialUnavailable { retry_after: wait.as_secs() + 1 })
+                Err(NoCredential { retry_after: wait.as_secs() + 1 })
             }
         }
     }
@@ -514,7 +521,7 @@ mod tests {
             tasks.push(tokio::spawn(async move { src.header().map(|_| ()) }));
         }
         for t in tasks {
-            assert!(matches!(t.await.unwrap(), Err(GatewayError::CredentialUnavailable { retry_after: 1 })));
+            assert!(matches!(t.await.unwrap(), Err(NoCredential { retry_after: 1 })));
         }
         assert!(src.not_ready().unwrap().contains("first fetch pending"));
         assert!(src.wait_ready(S(5)).await);
@@ -552,7 +559,7 @@ mod tests {
         let (src, metrics) = start(&script);
         tokio::time::sleep(Duration::from_millis(10)).await;
         match src.header() {
-            Err(GatewayError::CredentialUnavailable { retry_after }) => assert!((1..=2).contains(&retry_after)),
+            Err(NoCredential { retry_after }) => assert!((1..=2).contains(&retry_after)),
             other => panic!("{other:?}"),
         }
         let why = src.not_ready().unwrap();
@@ -575,7 +582,7 @@ mod tests {
         assert_eq!(token(&src).as_deref(), Some("Bearer tok1"));
         assert!(script.calls.load(Ordering::SeqCst) > 3, "retries with backoff");
         tokio::time::sleep_until(start + S(90) + Duration::from_millis(10)).await;
-        assert!(matches!(src.header(), Err(GatewayError::CredentialUnavailable { .. })));
+        assert!(matches!(src.header(), Err(NoCredential { .. })));
         assert!(src.not_ready().unwrap().contains("503 from Entra ID"));
     }
 

@@ -1,6 +1,7 @@
-//! Upstreams: the pooled client per upstream, the request sent to it (path rewrite, headers,
-//! credential), and the mapping of its failures to 502/504. Credentials and subscription keys
-//! live in their own files; this file only asks them for the current header value.
+//! Upstreams: the [`Transport`] per upstream (hyper's pooled client, or any `tower::Service`),
+//! the request sent through it (path rewrite, headers, credential), and the classification of its
+//! failures ([`ForwardError`]). Credentials and subscription keys live in their own files; this
+//! file only asks them for the current header value.
 
 pub mod azure;
 pub mod credential;
@@ -8,32 +9,128 @@ pub mod headers;
 pub mod subscription;
 
 use crate::{
-    body::{BodyTooLarge, ClientBodyError, Counters, RequestBody},
+    body::{Body, BodyTooLarge, BoxError, ClientBodyError, Counters, RequestBody},
     carry::{CarryOver, carry_over},
     client,
     config::{self, Route},
-    error::GatewayError,
     metrics::Metrics,
     policy::Permit,
 };
-use credential::CredentialSource;
+use credential::{CredentialSource, NoCredential};
 use http::{HeaderValue, Request, Response, Uri, Version, header, request};
-use hyper::body::Incoming;
 use hyper_util::{
     client::legacy::Client,
     rt::{TokioExecutor, TokioTimer},
 };
 use std::{
+    fmt,
     sync::{Arc, atomic::Ordering},
     time::Instant,
 };
 use subscription::SubscriptionKey;
+use tower::{ServiceExt, util::BoxCloneSyncService};
+
+/// Why a request could not be forwarded (or its answer not received).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardError {
+    /// No valid upstream credential: nothing was sent (503).
+    NoCredential(NoCredential),
+    /// The rewritten request target is not a valid URI (400).
+    Unrepresentable,
+    /// The client's body grew past `max_request_body` while streaming (413).
+    BodyTooLarge,
+    /// Reading the client's body failed: it ended early, or its framing was malformed (400).
+    ClientBody {
+        /// The body ended before it was complete.
+        incomplete: bool,
+    },
+    /// A deadline passed while the gateway was waiting for the client's body (408).
+    ClientTimeout,
+    /// The upstream did not answer in time (504).
+    Timeout,
+    /// The upstream could not be connected to (502).
+    Connect,
+    /// The upstream reset the request or answered nonsense (502).
+    Reset,
+}
+
+/// How requests leave the gateway for one upstream: hyper's pooled client in production, or any
+/// `tower::Service` — the layer tests put a `service_fn` here, so the whole request path runs
+/// in-process without sockets. An enum, not a boxed service, so production pays no dynamic call.
+#[derive(Clone)]
+// One per upstream per snapshot: the size does not matter, a box would cost a pointer chase per
+// request.
+#[allow(clippy::large_enum_variant)]
+pub enum Transport {
+    /// The pooled HTTP/1.1 + HTTP/2 client with the project's TLS settings.
+    Pooled(Client<client::Connector, RequestBody>),
+    /// Any service.
+    Service(BoxCloneSyncService<Request<RequestBody>, Response<Body>, BoxError>),
+}
+
+impl fmt::Debug for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Transport::Pooled(_) => "Transport::Pooled",
+            Transport::Service(_) => "Transport::Service",
+        })
+    }
+}
+
+impl Transport {
+    /// The pooled client for `cfg` (connect timeout, custom CA, pool sizes, HTTP/2 choice).
+    pub fn pooled(cfg: &config::Upstream) -> Result<Self, String> {
+        let https = cfg.scheme == http::uri::Scheme::HTTPS;
+        let connector = client::connector(&client::ClientSettings {
+            ca_file: cfg.ca_file.as_deref(),
+            connect_timeout: cfg.connect_timeout,
+            enable_http2: https,
+        })?;
+        Ok(Transport::Pooled(
+            Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(cfg.pool_idle_timeout)
+                .pool_max_idle_per_host(cfg.pool_max_idle)
+                // Prior-knowledge HTTP/2 only for plain http; for https ALPN decides.
+                .http2_only(cfg.http2 && !https)
+                .build(connector),
+        ))
+    }
+
+    /// Any service as the transport.
+    pub fn service<S>(service: S) -> Self
+    where
+        S: tower::Service<Request<RequestBody>, Response = Response<Body>> + Clone + Send + Sync + 'static,
+        S::Error: Into<BoxError>,
+        S::Future: Send + 'static,
+    {
+        Transport::Service(BoxCloneSyncService::new(service.map_err(Into::into)))
+    }
+
+    /// Sends one request; a failure says whether connecting failed.
+    async fn send(&self, req: Request<RequestBody>) -> Result<Response<Body>, (BoxError, bool)> {
+        match self {
+            Transport::Pooled(client) => match client.request(req).await {
+                Ok(resp) => Ok(resp.map(Body::Upstream)),
+                Err(e) => {
+                    let connect = e.is_connect();
+                    Err((Box::new(e), connect))
+                }
+            },
+            Transport::Service(service) => service.clone().oneshot(req).await.map_err(|e| (e, false)),
+        }
+    }
+}
+
+/// Makes the transport of an upstream whose configuration is new or changed.
+pub type MakeTransport<'a> = &'a (dyn Fn(&config::Upstream) -> Result<Transport, String> + Sync);
 
 /// One upstream of a configuration snapshot: its settings, pooled client and credentials.
 #[derive(Debug, Clone)]
 pub struct Upstream {
     config: Arc<config::Upstream>,
-    client: Client<client::Connector, RequestBody>,
+    transport: Transport,
     credential: Arc<CredentialSource>,
     subscription: Option<Arc<SubscriptionKey>>,
     host: HeaderValue,
@@ -64,26 +161,18 @@ pub struct Forwarding<'a> {
 impl Upstream {
     /// Builds the upstream; reuses the previous upstream of that name whole (pool, token, key)
     /// when its configuration is unchanged, and its credential and subscription key when only
-    /// those are unchanged ([`carry_over`]).
-    pub fn new(cfg: &config::Upstream, metrics: &Arc<Metrics>, previous: &[Upstream]) -> Result<Self, String> {
+    /// those are unchanged ([`carry_over`]). A new or changed upstream gets its transport from
+    /// `make` ([`Transport::pooled`] in production).
+    pub fn new(
+        cfg: &config::Upstream,
+        metrics: &Arc<Metrics>,
+        previous: &[Upstream],
+        make: MakeTransport<'_>,
+    ) -> Result<Self, String> {
         if let Some(prev) = carry_over(previous, &cfg.name, |p| *p.config == *cfg) {
             return Ok(prev.clone());
         }
-        let https = cfg.scheme == http::uri::Scheme::HTTPS;
-        let connector = client::connector(&client::ClientSettings {
-            ca_file: cfg.ca_file.as_deref(),
-            connect_timeout: cfg.connect_timeout,
-            enable_http2: https,
-        })
-        .map_err(|e| format!("upstream {}: {e}", cfg.name))?;
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(cfg.pool_idle_timeout)
-            .pool_max_idle_per_host(cfg.pool_max_idle)
-            // Prior-knowledge HTTP/2 only for plain http; for https ALPN decides.
-            .http2_only(cfg.http2 && !https)
-            .build(connector);
+        let transport = make(cfg).map_err(|e| format!("upstream {}: {e}", cfg.name))?;
         // Another setting changed (timeout, pool, …): the client is rebuilt, but an unchanged
         // credential keeps its token — a fresh one would answer 503 until its first fetch.
         let credential = match carry_over(previous, &cfg.name, |p| p.config.credential == cfg.credential) {
@@ -104,7 +193,14 @@ impl Upstream {
             ),
         };
         let host = HeaderValue::from_str(cfg.authority.as_str()).map_err(|e| format!("upstream {}: {e}", cfg.name))?;
-        Ok(Upstream { config: Arc::new(cfg.clone()), client, credential, subscription, host, metrics: metrics.clone() })
+        Ok(Upstream {
+            config: Arc::new(cfg.clone()),
+            transport,
+            credential,
+            subscription,
+            host,
+            metrics: metrics.clone(),
+        })
     }
 
     /// Configuration name.
@@ -126,9 +222,9 @@ impl Upstream {
         mut parts: request::Parts,
         body: RequestBody,
         fwd: &Forwarding<'_>,
-    ) -> Result<Response<Incoming>, GatewayError> {
+    ) -> Result<Response<Body>, ForwardError> {
         // The credential comes first: without one nothing leaves the gateway (503, no I/O).
-        let bearer = self.credential.header()?;
+        let bearer = self.credential.header().map_err(ForwardError::NoCredential)?;
 
         let path_and_query = crate::route::rewrite(route, &self.config.base_path, parts.uri.path(), parts.uri.query());
         let inbound_host = parts.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok());
@@ -138,7 +234,7 @@ impl Upstream {
             .authority(self.config.authority.clone())
             .path_and_query(path_and_query)
             .build()
-            .map_err(|_| GatewayError::BadRequest { reason: "unrepresentable_path" })?;
+            .map_err(|_| ForwardError::Unrepresentable)?;
         parts.version = Version::HTTP_11;
         headers::to_upstream(
             &mut parts.headers,
@@ -160,32 +256,28 @@ impl Upstream {
 
         let started = Instant::now();
         let sent =
-            tokio::time::timeout(self.config.timeout, self.client.request(Request::from_parts(parts, body))).await;
+            tokio::time::timeout(self.config.timeout, self.transport.send(Request::from_parts(parts, body))).await;
         let result = match sent {
             Err(_) => Err(timed_out(fwd.counters)),
-            Ok(Err(e)) if fwd.counters.too_large.load(Ordering::Relaxed) || has_source::<BodyTooLarge>(&e) => {
-                Err(GatewayError::PayloadTooLarge)
+            Ok(Err((e, _))) if fwd.counters.too_large.load(Ordering::Relaxed) || has_source::<BodyTooLarge>(&*e) => {
+                Err(ForwardError::BodyTooLarge)
             }
             // The upstream client wraps errors of the body it was sending: reading the client's
             // body failed, so the fault is the client's (400), not the upstream's.
-            Ok(Err(e)) if has_source::<ClientBodyError>(&e) => {
-                let incomplete = find_source::<ClientBodyError>(&e).is_some_and(|b| b.incomplete);
-                Err(GatewayError::BadRequest { reason: if incomplete { "body_incomplete" } else { "malformed_body" } })
+            Ok(Err((e, _))) if has_source::<ClientBodyError>(&*e) => {
+                let incomplete = find_source::<ClientBodyError>(&*e).is_some_and(|b| b.incomplete);
+                Err(ForwardError::ClientBody { incomplete })
             }
-            Ok(Err(e)) if e.is_connect() => {
-                tracing::debug!(upstream = %self.config.name, error = %client::error_chain(&e), "upstream connect failed");
-                Err(GatewayError::UpstreamError { reason: "upstream_connect" })
-            }
-            Ok(Err(e)) => {
-                tracing::debug!(upstream = %self.config.name, error = %client::error_chain(&e), "upstream request failed");
-                Err(GatewayError::UpstreamError { reason: "upstream_reset" })
+            Ok(Err((e, connect))) => {
+                tracing::debug!(upstream = %self.config.name, error = %client::error_chain(&*e), connect, "upstream request failed");
+                Err(if connect { ForwardError::Connect } else { ForwardError::Reset })
             }
             Ok(Ok(resp)) => Ok(resp),
         };
         let status = result.as_ref().map(Response::status);
         let code = match &status {
             Ok(status) => status.as_str(),
-            Err(GatewayError::UpstreamTimeout) => "timeout",
+            Err(ForwardError::Timeout) => "timeout",
             Err(_) => "error",
         };
         self.metrics
@@ -203,12 +295,8 @@ impl Upstream {
 
 /// The answer when a deadline passed while forwarding: the client's fault (408) when the
 /// request body was waiting for the client's bytes, else the upstream's (504).
-pub fn timed_out(counters: &Counters) -> GatewayError {
-    if counters.awaiting_client.load(Ordering::Relaxed) {
-        GatewayError::ClientTimeout
-    } else {
-        GatewayError::UpstreamTimeout
-    }
+pub fn timed_out(counters: &Counters) -> ForwardError {
+    if counters.awaiting_client.load(Ordering::Relaxed) { ForwardError::ClientTimeout } else { ForwardError::Timeout }
 }
 
 fn has_source<E: std::error::Error + 'static>(e: &(dyn std::error::Error + 'static)) -> bool {

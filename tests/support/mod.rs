@@ -613,7 +613,7 @@ impl Drop for Demo {
 /// Limiter permits issued the way the stack issues them: `policy::authorize` on a route that
 /// allows every pipeline (a [`Permit`](airgate::policy::Permit) cannot be made any other way).
 pub struct Permits {
-    route: config::Route,
+    allow: config::allow::Allow,
     metrics: Arc<airgate::metrics::Metrics>,
 }
 
@@ -622,21 +622,11 @@ impl Permits {
         let mut p = config::Problems::default();
         let raw = config::raw::RawAllow { pipelines: vec!["*".into()], ..Default::default() };
         let allow = config::allow::Allow::compile(raw, "allow", &[], &mut p).unwrap();
-        let route = config::Route {
-            name: "r".into(),
-            path_prefix: "/r/".into(),
-            rewrite_prefix: None,
-            methods: None,
-            upstream: 0,
-            rate_limit: None,
-            allow,
-            dry_run: false,
-        };
-        Permits { route, metrics: airgate::metrics::Metrics::new(10) }
+        Permits { allow, metrics: airgate::metrics::Metrics::new(10) }
     }
 
     pub fn permit(&self, identity: airgate::identity::Identity) -> airgate::policy::Permit {
-        airgate::policy::authorize(&self.route, Arc::new(identity), &self.metrics).unwrap()
+        airgate::policy::authorize("r", &self.allow, false, Arc::new(identity), &self.metrics).unwrap()
     }
 }
 
