@@ -445,3 +445,53 @@ impl From<ForwardError> for GatewayError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_variant_has_its_own_problem_type_and_the_contract_status() {
+        let cases: Vec<(GatewayError, u16, &str)> = vec![
+            (GatewayError::BadRequest { reason: "dot_segment" }, 400, "dot_segment"),
+            (GatewayError::HeadersTooLarge, 431, "headers_too_large"),
+            (GatewayError::PayloadTooLarge, 413, "body_too_large"),
+            (GatewayError::ClientTimeout, 408, "body_timeout"),
+            (GatewayError::NoRoute, 404, "no_route"),
+            (GatewayError::MethodNotAllowed { allow: HeaderValue::from_static("GET") }, 405, "method_not_allowed"),
+            (GatewayError::Unauthenticated { reason: "missing_token", token_sent: false }, 401, "missing_token"),
+            (GatewayError::Unauthenticated { reason: "expired", token_sent: true }, 401, "expired"),
+            (GatewayError::Forbidden { reason: "identity_mismatch".into() }, 403, "identity_mismatch"),
+            (GatewayError::RateLimitUnavailable { retry_after: 1 }, 503, "ratelimit_backend_down"),
+            (GatewayError::UpstreamError { reason: "upstream_reset" }, 502, "upstream_reset"),
+            (GatewayError::UpstreamTimeout, 504, "upstream_timeout"),
+            (GatewayError::CredentialUnavailable { retry_after: 1 }, 503, "no_valid_upstream_token"),
+            (GatewayError::IdentityUnavailable { retry_after: 2 }, 503, "identity_unavailable"),
+            (GatewayError::Draining, 503, "draining"),
+        ];
+        let mut slugs = std::collections::HashSet::new();
+        for (err, status, reason) in cases {
+            assert_eq!(err.status().as_u16(), status, "{err:?}");
+            assert_eq!(err.reason(), reason, "{err:?}");
+            assert!(slugs.insert(err.descriptor().slug), "{err:?} shares its problem type");
+        }
+    }
+
+    #[test]
+    fn forward_errors_keep_the_fault_where_it_is() {
+        let cases = [
+            (ForwardError::ClientBody { incomplete: true }, 400, "body_incomplete"),
+            (ForwardError::ClientBody { incomplete: false }, 400, "malformed_body"),
+            (ForwardError::BodyTooLarge, 413, "body_too_large"),
+            (ForwardError::ClientTimeout, 408, "body_timeout"),
+            (ForwardError::Timeout, 504, "upstream_timeout"),
+            (ForwardError::Connect, 502, "upstream_connect"),
+            (ForwardError::Reset, 502, "upstream_reset"),
+            (ForwardError::Unrepresentable, 400, "unrepresentable_path"),
+        ];
+        for (err, status, reason) in cases {
+            let e = GatewayError::from(err);
+            assert_eq!((e.status().as_u16(), &*e.reason()), (status, reason), "{err:?}");
+        }
+    }
+}

@@ -89,135 +89,6 @@ async fn hop_by_hop_proxy_and_authorization_headers_are_removed() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn host_is_the_upstream_authority_never_the_client_host() {
-    let up = upstream().await;
-    let gw = gateway(&routes(&up.url())).await;
-    let req = authed(Method::GET, &gw.url("/reports/x"), "any", "")
-        .header("host", "evil.example.com")
-        .body(Full::default())
-        .unwrap();
-    assert_eq!(send(&client(), req).await.status, 200);
-    let h = up.last().headers;
-    assert_eq!(h["host"], up.addr.to_string());
-    assert_eq!(h["x-forwarded-host"], "evil.example.com");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn inbound_airflow_headers_are_replaced_by_the_verified_identity() {
-    let up = upstream().await;
-    let gw = gateway(&routes(&up.url())).await;
-    let req = authed(Method::GET, &gw.url("/reports/x"), "real_dag", "")
-        .header("x-airflow-something-else", "forged")
-        .body(Full::default())
-        .unwrap();
-    assert_eq!(send(&client(), req).await.status, 200);
-    let h = up.last().headers;
-    assert_eq!(h["x-airflow-dag-id"], "real_dag");
-    assert!(!h.contains_key("x-airflow-something-else"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn request_id_is_kept_when_sane_and_generated_otherwise() {
-    let up = upstream().await;
-    let gw = gateway(&routes(&up.url())).await;
-    let c = client();
-    let req = authed(Method::GET, &gw.url("/reports/x"), "d", "")
-        .header("x-request-id", "abc-123")
-        .body(Full::default())
-        .unwrap();
-    let got = send(&c, req).await;
-    assert_eq!(got.headers["x-request-id"], "abc-123");
-    assert_eq!(up.last().headers["x-request-id"], "abc-123");
-
-    let req = authed(Method::GET, &gw.url("/reports/x"), "d", "")
-        .header("x-request-id", "bad id with spaces")
-        .body(Full::default())
-        .unwrap();
-    let got = send(&c, req).await;
-    let id = got.headers["x-request-id"].to_str().unwrap().to_owned();
-    assert_eq!(id.len(), 32);
-    assert_eq!(up.last().headers["x-request-id"], id.as_str());
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarded_headers_ignore_untrusted_clients() {
-    let up = upstream().await;
-    let gw = gateway(&routes(&up.url())).await;
-    let req = authed(Method::GET, &gw.url("/reports/x"), "d", "")
-        .header("x-forwarded-for", "1.2.3.4")
-        .header("x-forwarded-proto", "https")
-        .header("forwarded", "for=1.2.3.4")
-        .body(Full::default())
-        .unwrap();
-    assert_eq!(send(&client(), req).await.status, 200);
-    let h = up.last().headers;
-    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
-    assert_eq!(h["x-forwarded-proto"], "http");
-    assert!(!h.contains_key("forwarded"));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarded_headers_are_kept_from_trusted_proxies() {
-    let up = upstream().await;
-    // trusted_proxies lives in [server]; build the config by hand.
-    let dir = tempfile::tempdir().unwrap();
-    let text =
-        base_config(dir.path()).replace("[admin]", "trusted_proxies = [\"127.0.0.0/8\"]\n[admin]") + &routes(&up.url());
-    let running =
-        airgate::app::start(airgate::config::parse(&text).unwrap(), airgate::app::Options { watch_config: None })
-            .await
-            .unwrap();
-    let url = format!("http://{}/reports/x", running.proxy_addr);
-    let req = authed(Method::GET, &url, "d", "")
-        .header("x-forwarded-for", "203.0.113.7")
-        .header("x-forwarded-proto", "https")
-        .header("x-forwarded-host", "airflow.example.com")
-        .body(Full::default())
-        .unwrap();
-    assert_eq!(send(&client(), req).await.status, 200);
-    let h = up.last().headers;
-    assert_eq!(h["x-forwarded-for"], "203.0.113.7, 127.0.0.1");
-    assert_eq!(h["x-forwarded-proto"], "https");
-    assert_eq!(h["x-forwarded-host"], "airflow.example.com");
-    let lines = {
-        for _ in 0..100 {
-            if std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap_or_default().lines().count() > 0 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        std::fs::read_to_string(dir.path().join("audit.jsonl")).unwrap()
-    };
-    let rec: serde_json::Value = serde_json::from_str(lines.lines().next().unwrap()).unwrap();
-    assert_eq!(rec["client_ip"], "203.0.113.7");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn traceparent_passes_through_or_is_generated() {
-    let up = upstream().await;
-    let gw = gateway(&routes(&up.url())).await;
-    let c = client();
-    let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    let req = authed(Method::GET, &gw.url("/reports/x"), "d", "")
-        .header("traceparent", tp)
-        .header("tracestate", "vendor=1")
-        .body(Full::default())
-        .unwrap();
-    send(&c, req).await;
-    let h = up.last().headers;
-    assert_eq!(h["traceparent"], tp);
-    assert_eq!(h["tracestate"], "vendor=1");
-
-    send(&c, authed(Method::GET, &gw.url("/reports/x"), "d", "").body(Full::default()).unwrap()).await;
-    let generated = up.last().headers["traceparent"].to_str().unwrap().to_owned();
-    assert_eq!(generated.len(), 55);
-    assert!(generated.starts_with("00-"));
-    let audit = gw.audit_lines(2).await;
-    assert_eq!(audit[0]["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736");
-    assert_eq!(audit[1]["trace_id"], &generated[3..35]);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn http2_in_and_out() {
     let up = upstream().await;
     let gw = gateway(&routes(&up.url()).replace("timeout = \"1s\"", "timeout = \"1s\"\nhttp2 = true")).await;
@@ -279,17 +150,10 @@ async fn tls_in_and_tls_to_upstream_with_custom_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gateway_answers_are_problem_json() {
+    // Every refusal is checked in-process (tests/layer.rs); these are the ones whose cause is on
+    // the wire: a raw request line no client would normalise, and a real upstream hanging up.
     let up = upstream().await;
-    let gw = gateway(
-        &routes(&up.url()).replace("[[routes]]\nname = \"root\"", "[[routes]]\nname = \"root\"\nmethods = [\"GET\"]"),
-    )
-    .await;
-    let c = client();
-
-    // 404: nothing matches (root now only... matches every path, so use an unmatched method route)
-    let got = send(&c, authed(Method::DELETE, &gw.url("/reports/x"), "d", "").body(Full::default()).unwrap()).await;
-    got.problem(405);
-    assert_eq!(got.headers["allow"], "GET");
+    let gw = gateway(&routes(&up.url())).await;
 
     // 400: dot segments and bad escapes, sent raw so no client normalises them.
     for path in ["/reports/../sales/x", "/reports/%zz", "/reports/%00"] {
@@ -303,36 +167,10 @@ async fn gateway_answers_are_problem_json() {
         assert!(resp.contains("application/problem+json"), "{resp}");
     }
 
-    // 401 without a token, with WWW-Authenticate.
-    let got = send(&c, Request::get(gw.url("/reports/x")).body(Full::default()).unwrap()).await;
-    got.problem(401);
-    assert_eq!(got.headers["www-authenticate"], "Bearer realm=\"airgate\"");
-    let got = send(
-        &c,
-        Request::get(gw.url("/reports/x")).header("authorization", "Bearer nope").body(Full::default()).unwrap(),
-    )
-    .await;
-    got.problem(401);
-    assert!(got.headers["www-authenticate"].to_str().unwrap().contains("error=\"invalid_token\""));
-    assert!(!got.text().contains("nope"), "a token must never be echoed");
-
-    // 403 by the route's allow.
-    send(&c, authed(Method::GET, &gw.url("/sales/x"), "finance_x", "").body(Full::default()).unwrap())
-        .await
-        .problem(403);
-
-    // 502: upstream closes the connection.
-    send(
-        &c,
-        authed(Method::GET, &gw.url("/reports/../close").replace("/reports/../", "/"), "d", "")
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await
-    .problem(502);
-
-    // 504: upstream slower than its timeout (1s).
-    send(&c, authed(Method::GET, &gw.url("/slow/1500"), "d", "").body(Full::default()).unwrap()).await.problem(504);
+    // 502: the upstream closes the connection.
+    get(&gw.url("/close"), "d").await.problem(502);
+    let audit = gw.audit_lines(4).await;
+    assert_eq!(audit[3]["reason"], "upstream_reset");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
