@@ -77,8 +77,10 @@ def test_a_wrong_token_is_a_v1_status_401():
 
 def test_service_account_issuer_discovery_and_keys():
     api = standin()
-    discovery = json.loads(client.WellKnownApi(api).get_service_account_issuer_open_id_configuration())
+    # The client types both documents as `str` and would hand back a Python repr: read the raw body.
+    raw = client.WellKnownApi(api).get_service_account_issuer_open_id_configuration(_preload_content=False)
+    discovery = json.loads(raw.data)
     assert discovery["jwks_uri"].startswith(os.environ["AIRGATE_KUBE_STANDIN_URL"])
     assert "RS256" in discovery["id_token_signing_alg_values_supported"]
-    keys = json.loads(client.OpenidApi(api).get_service_account_issuer_open_id_keyset())
+    keys = json.loads(client.OpenidApi(api).get_service_account_issuer_open_id_keyset(_preload_content=False).data)
     assert keys["keys"] and all("kty" in k for k in keys["keys"])
