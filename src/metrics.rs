@@ -1,7 +1,8 @@
 //! Metric families (contract §7), registered once into a [`Registry`] owned by [`Metrics`] and
 //! handed to every constructor that records something. Label values are bounded: issuers,
 //! routes, upstreams and policies by configuration name, pipelines folded into `_other` beyond
-//! `metrics.max_pipelines`.
+//! `metrics.max_pipelines`. A request is counted in one place, [`Metrics::observe_request`]
+//! (called by the audit's request lifecycle when the response head is ready).
 
 use http::StatusCode;
 use prometheus::{

@@ -1,7 +1,8 @@
 //! Verification of one token on the slow path (cache miss): parse, refuse what is never
 //! acceptable, choose the issuer by `iss` (and `aud`), find the key (refetching once on an
 //! unknown `kid`), check the signature with the key prepared when its set was built
-//! ([`PreparedKey`](super::signature::PreparedKey)), then the claims.
+//! ([`PreparedKey`](super::signature::PreparedKey)), then the claims. Its tests, one table row
+//! per broken rule, are in `verify_tests.rs`.
 
 use super::{
     Authenticator, Rejection, Runtime,
