@@ -46,7 +46,7 @@ if (( have < need )) || [[ -n "$(find "$TOKENS" -mmin +90 2>/dev/null)" ]]; then
 fi
 
 run() { # case out-file
-    valgrind --tool=callgrind --toggle-collect='*callgrind_measured*' --toggle-collect='airgate::audit::encode' \
+    valgrind --tool=callgrind --toggle-collect='*callgrind_measured*' --toggle-collect='airgate::audit::record::encode' \
         --callgrind-out-file="$2" "$BIN" "$1" "$N" "$TOKENS" >/dev/null 2>"$2.log" \
         || { echo "case $1 failed, see $2.log" >&2; exit 1; }
     awk '/^totals:/ {print $2}' "$2"

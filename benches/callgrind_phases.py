@@ -14,7 +14,7 @@ import sys
 from collections import defaultdict
 
 PHASES = [
-    ("total (measured section + audit encoding)", [r"^callgrind::callgrind_measured$", r"^airgate::audit::encode$"]),
+    ("total (measured section + audit encoding)", [r"^callgrind::callgrind_measured$", r"^airgate::audit::record::encode$"]),
     ("harness: raw client + raw upstream", [r"^callgrind::Conn::call::\{\{closure\}\}$", r"^callgrind::upstream::\{\{closure\}\}::\{\{closure\}\}::\{\{closure\}\}$"]),
     ("tokio: park (epoll, timer wheel)", [r"^tokio::runtime::scheduler::current_thread::Context::park$"]),
     ("server: hyper h1 server connection (all of a request on airgate's client side)", [r"^airgate::server::serve_conn::\{\{closure\}\}$"]),
@@ -32,7 +32,7 @@ PHASES = [
     ("    upstream: hyper client send_request", [r"^hyper_util::client::legacy::client::Client<C,B>::send_request::\{\{closure\}\}$"]),
     ("  hyper server: read and parse request head", [r"^hyper::proto::h1::conn::Conn<I,B,T>::poll_read_head$"]),
     ("  hyper server: encode response head", [r"^<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::encode$"]),
-    ("audit: record encoding (writer thread)", [r"^airgate::audit::encode$"]),
+    ("audit: record encoding (writer thread)", [r"^airgate::audit::record::encode$"]),
     ("malloc + free (everywhere)", [r"^(malloc|free|_int_malloc|_int_free|realloc|_int_realloc|malloc_consolidate|unlink_chunk\.constprop\.0|cfree@GLIBC_2\.2\.5)$"]),
 ]
 

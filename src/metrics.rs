@@ -1,8 +1,10 @@
 //! Metric families (contract §7), registered once into a [`Registry`] owned by [`Metrics`] and
 //! handed to every constructor that records something. Label values are bounded: issuers,
 //! routes, upstreams and policies by configuration name, pipelines folded into `_other` beyond
-//! `metrics.max_pipelines`.
+//! `metrics.max_pipelines`. A request is counted in one place, [`Metrics::observe_request`]
+//! (called by the audit's request lifecycle when the response head is ready).
 
+use http::StatusCode;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
@@ -12,10 +14,14 @@ use std::{
         Arc, RwLock,
         atomic::{AtomicUsize, Ordering},
     },
+    time::Duration,
 };
 
 /// The label value that pipelines beyond `metrics.max_pipelines` are folded into.
 pub const OTHER_PIPELINE: &str = "_other";
+
+/// The label value where a request has no route or no identity.
+const NONE: &str = "_none";
 
 /// Every metric family airgate exports.
 #[derive(Debug)]
@@ -182,6 +188,28 @@ impl Metrics {
         if self.pipelines.admit(pipeline) { pipeline } else { OTHER_PIPELINE }
     }
 
+    /// Counts one answered request: `airgate_requests_total`, `airgate_request_duration_seconds`
+    /// (`elapsed` since the request head) and, when `rate_limited`, `airgate_rate_limited_total`.
+    /// `route` and `pipeline` are `None` where the request has none (label `_none`); the pipeline
+    /// is folded by [`Metrics::pipeline_label`].
+    pub fn observe_request(
+        &self,
+        route: Option<&str>,
+        pipeline: Option<&str>,
+        code: StatusCode,
+        outcome: &str,
+        rate_limited: bool,
+        elapsed: Duration,
+    ) {
+        let route = route.unwrap_or(NONE);
+        let pipeline = pipeline.map_or(NONE, |p| self.pipeline_label(p));
+        self.requests.with_label_values(&[pipeline, route, code.as_str(), outcome]).inc();
+        self.request_duration.with_label_values(&[route, outcome]).observe(elapsed.as_secs_f64());
+        if rate_limited {
+            self.rate_limited.with_label_values(&[pipeline, route]).inc();
+        }
+    }
+
     /// The registry, for the admin endpoint and tests.
     pub fn registry(&self) -> &Registry {
         &self.registry
@@ -269,6 +297,19 @@ mod tests {
         assert_eq!(m.pipeline_label("b"), "b");
         assert_eq!(m.pipeline_label("c"), OTHER_PIPELINE);
         assert_eq!(m.pipeline_label("a"), "a");
+    }
+
+    #[test]
+    fn a_request_is_counted_with_its_labels() {
+        let m = Metrics::new(10);
+        let second = Duration::from_secs(1);
+        m.observe_request(Some("r"), Some("p"), StatusCode::TOO_MANY_REQUESTS, "rate_limited", true, second);
+        m.observe_request(None, None, StatusCode::NOT_FOUND, "no_route", false, second);
+        assert_eq!(m.requests.with_label_values(&["p", "r", "429", "rate_limited"]).get(), 1);
+        assert_eq!(m.rate_limited.with_label_values(&["p", "r"]).get(), 1);
+        assert_eq!(m.requests.with_label_values(&[NONE, NONE, "404", "no_route"]).get(), 1);
+        assert_eq!(m.rate_limited.with_label_values(&[NONE, NONE]).get(), 0);
+        assert_eq!(m.request_duration.with_label_values(&[NONE, "no_route"]).get_sample_count(), 1);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //! outages, key removal, discovery, `jwks_file` changes and hot-reload carry-over — one
 //! real-socket test per behaviour. The timing (refresh schedule, backoff, cooldown windows,
 //! `max_stale`, the file poll) is tested on a paused clock with a fake fetcher in
-//! `src/identity/keys.rs`; these tests trigger fetches by an unknown `kid` instead of waiting.
+//! `src/identity/keys/mod.rs`; these tests trigger fetches by an unknown `kid` instead of waiting.
 
 use airgate::{
     config::{self, issuer::Issuer},
@@ -310,7 +310,7 @@ async fn a_jwks_file_is_reread_when_it_changes() {
     .unwrap();
     assert!(check(&auth, &token(&a, None)).await.is_ok());
     std::fs::write(&path, jwks_of(&[&b])).unwrap();
-    // Picked up on first sight of the new kid (the poll itself is tested in keys.rs).
+    // Picked up on first sight of the new kid (the poll itself is tested in identity/keys/mod.rs).
     assert!(check(&auth, &token(&b, None)).await.is_ok());
     assert_eq!(check(&auth, &token(&a, None)).await, Err(reason::UNKNOWN_KID));
 }

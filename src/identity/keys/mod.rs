@@ -1,4 +1,4 @@
-//! Key sets: where an issuer's verification keys come from and how they stay fresh.
+//! The key store: where an issuer's verification keys come from and how they stay fresh.
 //!
 //! A [`KeyStore`] holds the issuer's current [`KeySet`] behind an `ArcSwap` (read lock-free on the
 //! request path). Remote sets (`jwks_url`, `discovery_url`) are refreshed in the background every
@@ -9,278 +9,39 @@
 //!
 //! Remote documents come through a [`KeyFetcher`] (HTTP in production, fakes in the tests below),
 //! and time is `tokio::time`, so refresh, cooldown and staleness are tested on a paused clock.
+//!
+//! The parts: [`jwk`] turns JWKS documents into keys, [`set`] is the key set and its lookup,
+//! [`remote`] is the production (HTTP) fetcher.
+
+mod jwk;
+mod remote;
+mod set;
 
 use super::{mint::SigningKey, signature::PreparedKey};
-use crate::config::urls::Redacted;
 use crate::{
     backoff::Backoff,
-    client::{ClientSettings, FetchClient, Fetched, fetch, fetch_client},
+    client::{ClientSettings, fetch_client},
     config::issuer::{Issuer, KeySource, is_hmac},
     metrics::Metrics,
     watch::{self as file, FileWatch, Fingerprint},
 };
 use arc_swap::ArcSwapOption;
-use bytes::Bytes;
-use http::{Request, header};
-use http_body_util::Full;
 use jsonwebtoken::{Algorithm, DecodingKey};
-use serde::Deserialize;
+use jwk::parse_jwks;
+use remote::HttpKeys;
+pub(crate) use set::{AlgSet, KeySet, Lookup, VerifyKey};
+use set::{digest, sha256};
 use std::{
     path::PathBuf,
     sync::{Arc, Mutex, OnceLock, Weak},
     time::Duration,
 };
 use tokio::{sync::watch, time::Instant};
-use url::Url;
 
-/// Deadline of one JWKS or discovery fetch.
-const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
-/// Largest JWKS or discovery document read.
-const MAX_DOCUMENT: usize = 1 << 20;
 /// `Cache-Control: max-age` never shortens the refresh period below this.
 const MIN_MAX_AGE: Duration = Duration::from_secs(30);
 /// Retries after failed fetches: from 1 s, doubling up to a minute, jittered.
 const BACKOFF: Backoff = Backoff { initial: Duration::from_secs(1), max: Duration::from_secs(60) };
-
-/// A set of algorithms, as a bitmask over [`Algorithm`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct AlgSet(u16);
-
-impl AlgSet {
-    fn bit(alg: Algorithm) -> u16 {
-        1 << (match alg {
-            Algorithm::HS256 => 0,
-            Algorithm::HS384 => 1,
-            Algorithm::HS512 => 2,
-            Algorithm::ES256 => 3,
-            Algorithm::ES384 => 4,
-            Algorithm::RS256 => 5,
-            Algorithm::RS384 => 6,
-            Algorithm::RS512 => 7,
-            Algorithm::PS256 => 8,
-            Algorithm::PS384 => 9,
-            Algorithm::PS512 => 10,
-            Algorithm::EdDSA => 11,
-        })
-    }
-
-    /// The set of `algs`.
-    pub(crate) fn of(algs: &[Algorithm]) -> Self {
-        AlgSet(algs.iter().fold(0, |acc, a| acc | Self::bit(*a)))
-    }
-
-    /// True when `alg` is in the set.
-    pub(crate) fn contains(self, alg: Algorithm) -> bool {
-        self.0 & Self::bit(alg) != 0
-    }
-
-    fn intersect(self, other: AlgSet) -> AlgSet {
-        AlgSet(self.0 & other.0)
-    }
-
-    fn is_empty(self) -> bool {
-        self.0 == 0
-    }
-}
-
-const RSA_ALGS: [Algorithm; 6] =
-    [Algorithm::RS256, Algorithm::RS384, Algorithm::RS512, Algorithm::PS256, Algorithm::PS384, Algorithm::PS512];
-
-/// One verification key.
-#[derive(Debug)]
-pub(crate) struct VerifyKey {
-    /// `kid`; `None` matches any token (shared secrets, signing keys without a JWKS).
-    pub kid: Option<Box<str>>,
-    /// The key, parsed once for every algorithm in `algs`.
-    pub key: PreparedKey,
-    /// Algorithms this key verifies (already intersected with the issuer's allow-list).
-    pub algs: AlgSet,
-    /// SHA-256 of the key material: a cached verification stays valid only while this key does.
-    pub fingerprint: [u8; 32],
-}
-
-/// An issuer's keys at one point in time.
-#[derive(Debug)]
-pub(crate) struct KeySet {
-    keys: Vec<VerifyKey>,
-    /// Tokens must name a `kid` (keys from a JWKS).
-    require_kid: bool,
-    /// When the set was last confirmed by its source.
-    pub fetched_at: Instant,
-    /// Unusable after this (remote sets only).
-    pub stale_at: Option<Instant>,
-    /// Increases with every stored set; single-flight waiters compare it.
-    pub generation: u64,
-}
-
-/// Result of looking a token's key up.
-#[derive(Debug)]
-pub(crate) enum Lookup<'a> {
-    /// This key verifies the token's algorithm.
-    Found(&'a VerifyKey),
-    /// The `kid` is not in the set (or the token has none where one is required).
-    UnknownKid,
-    /// A key matches the `kid` but not the algorithm.
-    WrongAlg,
-}
-
-impl KeySet {
-    /// The key for `kid` and `alg`.
-    pub(crate) fn find(&self, kid: Option<&str>, alg: Algorithm) -> Lookup<'_> {
-        if kid.is_none() && self.require_kid {
-            return Lookup::UnknownKid;
-        }
-        let mut kid_seen = false;
-        for k in &self.keys {
-            let matches = match (&k.kid, kid) {
-                (None, _) => true,
-                (Some(a), Some(b)) => **a == *b,
-                (Some(_), None) => self.keys.len() == 1,
-            };
-            if matches {
-                kid_seen = true;
-                if k.algs.contains(alg) {
-                    return Lookup::Found(k);
-                }
-            }
-        }
-        if kid_seen { Lookup::WrongAlg } else { Lookup::UnknownKid }
-    }
-
-    /// True while the set may be used at `now`.
-    pub(crate) fn usable(&self, now: Instant) -> bool {
-        self.stale_at.is_none_or(|t| now < t)
-    }
-
-    /// True while the set still holds the key a cached verification used.
-    pub(crate) fn still_has(&self, kid: Option<&str>, fingerprint: &[u8; 32]) -> bool {
-        self.keys.iter().any(|k| k.kid.as_deref() == kid && k.fingerprint == *fingerprint)
-    }
-}
-
-#[derive(Deserialize)]
-struct RawJwks {
-    keys: Vec<serde_json::Value>,
-}
-
-#[derive(Deserialize)]
-struct RawJwk {
-    kty: Option<String>,
-    kid: Option<String>,
-    alg: Option<String>,
-    #[serde(rename = "use")]
-    use_: Option<String>,
-    crv: Option<String>,
-    x: Option<String>,
-    y: Option<String>,
-    n: Option<String>,
-    e: Option<String>,
-}
-
-fn digest(parts: &[&str]) -> [u8; 32] {
-    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
-    for p in parts {
-        ctx.update(p.as_bytes());
-        ctx.update(b"\0");
-    }
-    let mut out = [0u8; 32];
-    out.copy_from_slice(ctx.finish().as_ref());
-    out
-}
-
-fn sha256(bytes: &[u8]) -> [u8; 32] {
-    let mut out = [0u8; 32];
-    out.copy_from_slice(aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes).as_ref());
-    out
-}
-
-fn b64len(s: &str) -> Option<usize> {
-    use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(s).ok().map(|v| v.len())
-}
-
-/// One JWK → a verification key, or why it is skipped. Symmetric (`oct`) keys are never taken
-/// from a JWKS: that would let anyone holding the published set mint HS tokens.
-fn jwk_key(raw: RawJwk, allowed: AlgSet) -> Result<VerifyKey, String> {
-    if raw.use_.as_deref().is_some_and(|u| u != "sig") {
-        return Err("not a signature key".into());
-    }
-    let kid = raw.kid.ok_or("no kid")?;
-    let kty = raw.kty.as_deref().unwrap_or("");
-    let (key, derived, fingerprint) = match (kty, raw.crv.as_deref()) {
-        ("OKP", Some("Ed25519")) => {
-            let x = raw.x.as_deref().ok_or("no x")?;
-            if b64len(x) != Some(32) {
-                return Err("bad Ed25519 x".into());
-            }
-            (
-                DecodingKey::from_ed_components(x).map_err(|e| e.to_string())?,
-                AlgSet::of(&[Algorithm::EdDSA]),
-                digest(&["OKP", x]),
-            )
-        }
-        ("EC", Some(crv @ ("P-256" | "P-384"))) => {
-            let (x, y) = (raw.x.as_deref().ok_or("no x")?, raw.y.as_deref().ok_or("no y")?);
-            let (size, alg) = if crv == "P-256" { (32, Algorithm::ES256) } else { (48, Algorithm::ES384) };
-            if b64len(x) != Some(size) || b64len(y) != Some(size) {
-                return Err(format!("bad {crv} coordinates"));
-            }
-            (
-                DecodingKey::from_ec_components(x, y).map_err(|e| e.to_string())?,
-                AlgSet::of(&[alg]),
-                digest(&["EC", crv, x, y]),
-            )
-        }
-        ("RSA", _) => {
-            let (n, e) = (raw.n.as_deref().ok_or("no n")?, raw.e.as_deref().ok_or("no e")?);
-            if b64len(n).is_none_or(|l| l < 256) || b64len(e).is_none() {
-                return Err("RSA modulus missing or under 2048 bits".into());
-            }
-            (
-                DecodingKey::from_rsa_components(n, e).map_err(|e| e.to_string())?,
-                AlgSet::of(&RSA_ALGS),
-                digest(&["RSA", n, e]),
-            )
-        }
-        (kty, crv) => return Err(format!("unsupported key type {kty:?}/{crv:?}")),
-    };
-    // A JWK's own `alg` narrows it; without one (Airflow writes none) kty/crv decide.
-    let algs = match raw.alg.as_deref() {
-        None => derived,
-        Some(a) => {
-            let alg: Algorithm = a.parse().map_err(|_| format!("unknown alg {a:?}"))?;
-            if !derived.contains(alg) {
-                return Err(format!("alg {a} does not fit key type {kty}"));
-            }
-            AlgSet::of(&[alg])
-        }
-    }
-    .intersect(allowed);
-    if algs.is_empty() {
-        return Err("no allowed algorithm fits this key".into());
-    }
-    let key = PreparedKey::new(&key, |a| algs.contains(a))?;
-    Ok(VerifyKey { kid: Some(kid.into()), key, algs, fingerprint })
-}
-
-/// Parses a JWKS document into verification keys. Unusable keys are skipped (and logged); a
-/// document with none left is an error, so that the last good set stays in use.
-pub(crate) fn parse_jwks(issuer: &str, bytes: &[u8], allowed: AlgSet) -> Result<Vec<VerifyKey>, String> {
-    let raw: RawJwks = serde_json::from_slice(bytes).map_err(|e| format!("not a JWKS: {e}"))?;
-    let mut keys = Vec::with_capacity(raw.keys.len());
-    for (i, value) in raw.keys.into_iter().enumerate() {
-        let parsed =
-            serde_json::from_value::<RawJwk>(value).map_err(|e| e.to_string()).and_then(|k| jwk_key(k, allowed));
-        match parsed {
-            Ok(k) => keys.push(k),
-            Err(why) => tracing::debug!(issuer, index = i, why, "JWKS key skipped"),
-        }
-    }
-    if keys.is_empty() {
-        return Err("the JWKS has no usable signature key".into());
-    }
-    Ok(keys)
-}
 
 /// The next refresh delay: `refresh_interval` after success (shortened to the response's
 /// `max-age`, but not below 30 s or the interval itself), the shared jittered backoff after
@@ -300,11 +61,6 @@ pub(crate) fn next_refresh(
     }
 }
 
-fn max_age(headers: &http::HeaderMap) -> Option<Duration> {
-    let cc = headers.get(header::CACHE_CONTROL)?.to_str().ok()?;
-    cc.split(',').find_map(|d| d.trim().strip_prefix("max-age=")?.trim().parse().ok().map(Duration::from_secs))
-}
-
 /// A freshly fetched key set and the `max-age` it came with.
 pub(crate) type FetchedKeys = (Vec<VerifyKey>, Option<Duration>);
 
@@ -314,39 +70,6 @@ pub(crate) type FetchedKeys = (Vec<VerifyKey>, Option<Duration>);
 pub(crate) trait KeyFetcher: Send + Sync + 'static {
     /// Fetches and parses the current set, keeping only keys of the `allowed` algorithms.
     async fn fetch(&self, issuer: &str, allowed: AlgSet) -> Result<FetchedKeys, String>;
-}
-
-/// `jwks_url` / `discovery_url` over HTTP(S).
-struct HttpKeys {
-    client: FetchClient,
-    url: Url,
-    discovery: bool,
-}
-
-#[async_trait::async_trait]
-impl KeyFetcher for HttpKeys {
-    async fn fetch(&self, issuer: &str, allowed: AlgSet) -> Result<FetchedKeys, String> {
-        let HttpKeys { client, url, discovery } = self;
-        let jwks_url = if *discovery {
-            let doc = get(client, url).await?;
-            #[derive(Deserialize)]
-            struct Discovery {
-                jwks_uri: String,
-            }
-            let d: Discovery = serde_json::from_slice(&doc.body)
-                .map_err(|e| format!("discovery document from {}: {e}", Redacted(url)))?;
-            let u = Url::parse(&d.jwks_uri).map_err(|e| format!("jwks_uri: {e}"))?;
-            if !matches!(u.scheme(), "http" | "https") {
-                return Err("jwks_uri is not http(s)".to_owned());
-            }
-            u
-        } else {
-            url.clone()
-        };
-        let fetched = get(client, &jwks_url).await?;
-        let keys = parse_jwks(issuer, &fetched.body, allowed).map_err(|e| format!("{}: {e}", Redacted(&jwks_url)))?;
-        Ok((keys, max_age(&fetched.headers)))
-    }
 }
 
 enum Source {
@@ -633,18 +356,6 @@ impl KeyStore {
     }
 }
 
-async fn get(client: &FetchClient, url: &Url) -> Result<Fetched, String> {
-    let req = Request::get(url.as_str())
-        .header(header::ACCEPT, "application/json")
-        .body(Full::new(Bytes::new()))
-        .map_err(|e| format!("{}: {e}", Redacted(url)))?;
-    let resp = fetch(client, req, FETCH_TIMEOUT, MAX_DOCUMENT).await.map_err(|e| format!("{}: {e}", Redacted(url)))?;
-    if !resp.status.is_success() {
-        return Err(format!("{}: HTTP {}", Redacted(url), resp.status));
-    }
-    Ok(resp)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -663,34 +374,6 @@ mod tests {
         assert_eq!(next_refresh(five, None, 3, 0.0), Duration::from_secs(2));
         assert_eq!(next_refresh(five, None, 30, 1.0), Duration::from_secs(60));
         assert_eq!(next_refresh(Duration::from_secs(2), None, 5, 1.0), Duration::from_secs(2));
-    }
-
-    #[test]
-    fn max_age_is_read() {
-        let mut h = http::HeaderMap::new();
-        h.insert(header::CACHE_CONTROL, "public, max-age=120".parse().unwrap());
-        assert_eq!(max_age(&h), Some(Duration::from_secs(120)));
-    }
-
-    #[test]
-    fn jwks_without_alg_takes_it_from_the_key_type() {
-        let x = "11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo";
-        let doc = format!(
-            r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{x}","kid":"a"}},
-                {{"kty":"oct","k":"c2VjcmV0","kid":"h"}},
-                {{"kty":"OKP","crv":"Ed25519","x":"{x}","kid":"enc","use":"enc"}},
-                {{"kty":"OKP","crv":"Ed25519","x":"{x}"}}]}}"#
-        );
-        let keys = parse_jwks("t", doc.as_bytes(), AlgSet::of(&[Algorithm::EdDSA, Algorithm::RS256])).unwrap();
-        assert_eq!(keys.len(), 1, "oct, enc and kid-less keys are skipped");
-        assert!(keys[0].algs.contains(Algorithm::EdDSA));
-        let set = KeySet { keys, require_kid: true, fetched_at: Instant::now(), stale_at: None, generation: 1 };
-        assert!(matches!(set.find(Some("a"), Algorithm::EdDSA), Lookup::Found(_)));
-        assert!(matches!(set.find(Some("a"), Algorithm::RS256), Lookup::WrongAlg));
-        assert!(matches!(set.find(Some("b"), Algorithm::EdDSA), Lookup::UnknownKid));
-        assert!(matches!(set.find(None, Algorithm::EdDSA), Lookup::UnknownKid));
-        // Not in the issuer's allow-list: nothing usable left.
-        assert!(parse_jwks("t", doc.as_bytes(), AlgSet::of(&[Algorithm::ES256])).is_err());
     }
 
     // ----- the store on a paused clock, with a fake fetcher -----
