@@ -263,7 +263,8 @@ where
     /// `on_backend_error = "deny"`. A shadow policy never refuses: `Ok(Admitted::Shadow)` or
     /// `Ok(Admitted::ShadowLimited)` (counted in `airgate_rate_limit_shadow_total`), also when the
     /// backend is down. Counts `airgate_ratelimit_backend_errors_total{backend}`; does not count
-    /// `airgate_rate_limited_total` (the audit does, with the pipeline label).
+    /// `airgate_rate_limited_total` (`Metrics::observe_request` does, once per request, from the
+    /// audit's request lifecycle, with the pipeline label).
     ///
     /// Takes the caller's [`Permit`], so a request is rate limited only once policy allowed it: a
     /// forbidden caller cannot spend an allowed pipeline's budget.
