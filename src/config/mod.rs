@@ -206,6 +206,7 @@ fn from_table(mut table: toml::Table, p: &mut Problems) -> Option<Config> {
         .collect();
     unique(routes.iter().map(|r| &*r.name), "routes", p);
     route::prefixes_differing_in_case(&routes, p);
+    route::methods_taken_twice(&routes, p);
 
     Some(Config { server, admin, audit, issuers, upstreams, routes, rate_limits, metrics, warnings, source: None })
 }

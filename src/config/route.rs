@@ -59,6 +59,36 @@ pub(super) fn prefixes_differing_in_case(routes: &[Route], p: &mut Problems) {
     }
 }
 
+/// Routes of one prefix must take different methods (contract §3): a method taken twice, or a
+/// second route without `methods`, would make a route that can never be chosen — refused, naming
+/// the later route and the earlier one that wins.
+pub(super) fn methods_taken_twice(routes: &[Route], p: &mut Problems) {
+    for (i, route) in routes.iter().enumerate() {
+        let earlier = routes[..i].iter().enumerate().filter(|(_, r)| r.path_prefix == route.path_prefix);
+        for (j, other) in earlier {
+            match (&route.methods, &other.methods) {
+                (None, None) => p.push(
+                    format!("routes[{i}]"),
+                    format!(
+                        "routes[{j}] already takes every method on {:?}; give one of them `methods`",
+                        route.path_prefix
+                    ),
+                ),
+                (Some(mine), Some(theirs)) => {
+                    if let Some(m) = mine.iter().find(|m| theirs.contains(m)) {
+                        p.push(
+                            format!("routes[{i}].methods"),
+                            format!("{m} on {:?} is already taken by routes[{j}]", route.path_prefix),
+                        );
+                    }
+                }
+                // A route without `methods` takes the methods no other route of its prefix lists.
+                (None, Some(_)) | (Some(_), None) => {}
+            }
+        }
+    }
+}
+
 /// One `[[routes]]` entry at `at`, its `upstream`, `rate_limit` and `allow` checked against the
 /// sections they name; `None` when it cannot be used.
 pub(super) fn validate(
@@ -157,6 +187,24 @@ mod tests {
             route("b", "/sales/", "methods = [\"POST\"]")
         );
         assert_eq!(problems(&same), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_route_that_could_never_be_chosen_is_refused() {
+        let two = |a: &str, b: &str| problems(&format!("{ROUTES}{}{}", route("a", "/s/", a), route("b", "/s/", b)));
+        let got = two("methods = [\"GET\", \"PUT\"]", "methods = [\"POST\", \"PUT\"]");
+        assert!(
+            got.iter().any(|p| p.starts_with("routes[1].methods") && p.contains("PUT") && p.contains("routes[0]")),
+            "{got:?}"
+        );
+        let got = two("", "");
+        assert!(got.iter().any(|p| p.starts_with("routes[1]") && p.contains("every method")), "{got:?}");
+        // One route with methods and one without: the method chooses, the other takes the rest.
+        assert_eq!(two("methods = [\"GET\"]", ""), Vec::<String>::new());
+        assert_eq!(two("", "methods = [\"GET\"]"), Vec::<String>::new());
+        // Other prefixes do not interfere.
+        let got = problems(&format!("{ROUTES}{}{}", route("a", "/s/", ""), route("b", "/t/", "")));
+        assert_eq!(got, Vec::<String>::new());
     }
 
     #[test]
