@@ -23,6 +23,7 @@ use crate::{
     error::GatewayError,
     metrics::Metrics,
 };
+pub use claims::UpstreamValues;
 use http::{HeaderMap, HeaderName};
 use keys::KeyStore;
 use std::{borrow::Cow, sync::Arc};
@@ -55,6 +56,8 @@ pub struct Identity {
     pub expires_at: u64,
     /// `<namespace>/<name>` of the pod a Kubernetes token is bound to (audit `pod`).
     pub pod: Option<Arc<str>>,
+    /// Its `X-Airflow-*` header values, made once by the forwarder (empty in a new identity).
+    pub upstream_values: UpstreamValues,
 }
 
 /// The reasons a request has no acceptable identity: audit `reason` and metric label values.
