@@ -311,16 +311,15 @@ impl Authenticator {
 
     async fn authenticate_inner(&self, headers: &HeaderMap, use_cache: bool) -> Result<Arc<Identity>, Rejection> {
         let token = bearer::extract(headers, self.max_token_bytes)?;
-        let key = cache::key(token);
         let now = verify::unix_now();
-        let hit = if use_cache { self.cached(&key, now) } else { None };
+        let hit = if use_cache { self.cached(token, now) } else { None };
         let verified = match hit {
             Some(v) => v,
             None => {
                 let v = Arc::new(self.verify(token, now).await?);
                 // Tokens expiring within the second are not worth remembering.
                 if use_cache && v.times.exp > now {
-                    self.cache.insert(key, Arc::clone(&v));
+                    self.cache.insert(token, Arc::clone(&v));
                 }
                 v
             }
@@ -377,8 +376,8 @@ impl Authenticator {
     }
 
     /// A cache hit that still holds: inside its window and its key still in the set.
-    fn cached(&self, key: &cache::Key, now: u64) -> Option<Arc<cache::Verified>> {
-        let v = self.cache.get(key)?;
+    fn cached(&self, token: &str, now: u64) -> Option<Arc<cache::Verified>> {
+        let v = self.cache.get(token)?;
         let rt = self.issuers.get(v.issuer)?;
         if claims::check_window(&v.times, now, rt.config.leeway.as_secs()).is_err() {
             // Re-verify to get the precise reason (expired, not yet valid) on the slow path.
@@ -389,7 +388,7 @@ impl Authenticator {
             .as_ref()
             .is_some_and(|s| s.usable(tokio::time::Instant::now()) && s.still_has(v.kid.as_deref(), &v.fingerprint));
         if !still {
-            self.cache.remove(key);
+            self.cache.remove(token);
             return None;
         }
         Some(v)
