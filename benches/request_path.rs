@@ -173,6 +173,7 @@ fn audit_serialise(c: &mut Criterion) {
         jti: Some("0123456789abcdef".into()),
         expires_at: 0,
         pod: None,
+        upstream_values: Default::default(),
     });
     let record = Record {
         ts: std::time::SystemTime::now(),

@@ -18,6 +18,13 @@
 #                  empty and no token repeats within a visit unless a visit completes > NTOKENS)
 #   airgate_rs256  airgate full policy, RS256 issuer, warm cache
 #   airgate_eddsa  airgate full policy, EdDSA issuer, warm cache
+#   nginx_2w       scale check: nginx plain proxy_pass with worker_processes 2 on both cores
+#   airgate_2c     scale check: airgate_warm on both cores (the multi-thread runtime sizes itself
+#                  from the affinity mask: 2 workers). wrk and the upstream share those cores, so
+#                  read the req/s against the 1-core rows of the same run: what a second core buys.
+#
+# Besides CONNS, every round measures nginx and airgate_warm at WIDE_CONNS (default 1000)
+# connections, for the p99 with many clients (issue 13).
 #
 # Method: the proxy under test runs on core PROXY_CPU (taskset), wrk and the upstream on core
 # LOAD_CPU; every proxy has one worker (nginx worker_processes 1, HAProxy nbthread 1, airgate's
@@ -30,7 +37,8 @@
 # Usage:   benches/load/run.sh                       (from anywhere inside the repository)
 # Env:     DURATION=10s ROUNDS=3 CONNS="16 64" THREADS=1 WARMUP=2s NTOKENS=200000
 #          RSS_CONNS=1000 (memory with that many client connections; 0 skips it)
-#          TARGETS="direct nginx haproxy haproxy_jwt airgate_warm airgate_new airgate_rs256 airgate_eddsa"
+#          WIDE_CONNS=1000 (nginx and airgate_warm only; empty skips it)
+#          TARGETS="direct nginx haproxy haproxy_jwt airgate_warm airgate_new airgate_rs256 airgate_eddsa nginx_2w airgate_2c"
 #          PROXY_CPU=1 LOAD_CPU=0 AIRGATE_BIN=/path/to/airgate (skips the cargo build)
 #          SKIP_INSTALL=1 (never call apt-get) KEEP_TMP=1 (keep configs, logs, tokens)
 #          RESULTS=path.md (default benches/load/results-<UTC date-time>.md)
@@ -51,9 +59,10 @@ THREADS=${THREADS:-1}
 WARMUP=${WARMUP:-2s}
 NTOKENS=${NTOKENS:-200000}
 RSS_CONNS=${RSS_CONNS:-1000}
+WIDE_CONNS=${WIDE_CONNS-1000}
 PROXY_CPU=${PROXY_CPU:-1}
 LOAD_CPU=${LOAD_CPU:-0}
-ALL_TARGETS="direct nginx haproxy haproxy_jwt airgate_warm airgate_new airgate_rs256 airgate_eddsa"
+ALL_TARGETS="direct nginx haproxy haproxy_jwt airgate_warm airgate_new airgate_rs256 airgate_eddsa nginx_2w airgate_2c"
 TARGETS=${TARGETS:-$ALL_TARGETS}
 BENCH_PATH=/bench/ok
 ISS_BASE=https://bench.airgate.invalid
@@ -347,9 +356,9 @@ end
 EOF
 
 # ---------------------------------------------------------------- servers
-nginx_common() { # prefix
+nginx_common() { # prefix [workers]
     cat <<EOF
-worker_processes 1;
+worker_processes ${2:-1};
 pid $1/nginx.pid;
 error_log $1/error.log warn;
 events { worker_connections 8192; }
@@ -388,16 +397,17 @@ EOF
     wait_http "http://127.0.0.1:$UP_PORT/" || die "upstream nginx did not start: $(cat "$d/error.log")"
 }
 
-start_nginx_proxy() {
-    local d=$TMP/nginx; mkdir -p "$d"
-    { nginx_common "$d"; cat <<EOF
+start_nginx_proxy() { # [role port cpu workers]
+    local role=${1:-nginx} port=${2:-$NGINX_PORT} cpu=${3:-$PROXY_CPU} workers=${4:-1}
+    local d=$TMP/$role; mkdir -p "$d"
+    { nginx_common "$d" "$workers"; cat <<EOF
     upstream up {
         server 127.0.0.1:$UP_PORT;
         keepalive 256;
         keepalive_requests 100000000;
     }
     server {
-        listen 127.0.0.1:$NGINX_PORT;
+        listen 127.0.0.1:$port;
         location / {
             proxy_pass http://up;
             proxy_http_version 1.1;
@@ -407,8 +417,8 @@ start_nginx_proxy() {
 }
 EOF
     } >"$d/nginx.conf"
-    start_bg nginx "$PROXY_CPU" "$d/stdout.log" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" -g 'daemon off;'
-    wait_http "http://127.0.0.1:$NGINX_PORT$BENCH_PATH" || die "nginx proxy did not start: $(cat "$d/error.log")"
+    start_bg "$role" "$cpu" "$d/stdout.log" nginx -e "$d/error.log" -p "$d" -c "$d/nginx.conf" -g 'daemon off;'
+    wait_http "http://127.0.0.1:$port$BENCH_PATH" || die "nginx proxy ($role) did not start: $(cat "$d/error.log")"
 }
 
 start_haproxy() { # role port jwt(0|1)
@@ -531,14 +541,15 @@ EOF
     echo "$d/airgate.toml"
 }
 
-declare -A AG_ALG=([airgate_warm]=ES256 [airgate_new]=ES256 [airgate_rs256]=RS256 [airgate_eddsa]=EdDSA)
-declare -A AG_KEY=([airgate_warm]=es256 [airgate_new]=es256 [airgate_rs256]=rs256 [airgate_eddsa]=eddsa)
+declare -A AG_ALG=([airgate_warm]=ES256 [airgate_new]=ES256 [airgate_rs256]=RS256 [airgate_eddsa]=EdDSA [airgate_2c]=ES256)
+declare -A AG_KEY=([airgate_warm]=es256 [airgate_new]=es256 [airgate_rs256]=rs256 [airgate_eddsa]=eddsa [airgate_2c]=es256)
 declare -A PORT=() ADMIN_PORT=()
 
 start_airgate() { # role
     local role=$1 d=$TMP/$1 cfg
     cfg=$(airgate_config "$role" "${AG_ALG[$role]}" "${PORT[$role]}" "${ADMIN_PORT[$role]}")
-    BENCH_UPSTREAM_TOKEN=$BENCH_UPSTREAM_TOKEN start_bg "$role" "$PROXY_CPU" "$d/airgate.log" \
+    local cpu=$PROXY_CPU; [[ $role == airgate_2c ]] && cpu=$PROXY_CPU,$LOAD_CPU
+    BENCH_UPSTREAM_TOKEN=$BENCH_UPSTREAM_TOKEN start_bg "$role" "$cpu" "$d/airgate.log" \
         "$AIRGATE" run --config "$cfg"
     if ! wait_http "http://127.0.0.1:${ADMIN_PORT[$role]}/readyz"; then
         tail -n 30 "$d/airgate.log" >&2
@@ -659,17 +670,18 @@ if want haproxy_jwt || want airgate_new; then
     log "$MINT_NOTE"
 fi
 
-read -r UP_PORT NGINX_PORT HAPROXY_PORT HAPROXY_JWT_PORT P1 P2 P3 P4 A1 A2 A3 A4 < <(free_ports 12)
+read -r UP_PORT NGINX_PORT HAPROXY_PORT HAPROXY_JWT_PORT P1 P2 P3 P4 A1 A2 A3 A4 NGINX2_PORT P5 A5 < <(free_ports 15)
 PORT=([direct]=$UP_PORT [nginx]=$NGINX_PORT [haproxy]=$HAPROXY_PORT [haproxy_jwt]=$HAPROXY_JWT_PORT
-      [airgate_warm]=$P1 [airgate_new]=$P2 [airgate_rs256]=$P3 [airgate_eddsa]=$P4)
-ADMIN_PORT=([airgate_warm]=$A1 [airgate_new]=$A2 [airgate_rs256]=$A3 [airgate_eddsa]=$A4)
+      [airgate_warm]=$P1 [airgate_new]=$P2 [airgate_rs256]=$P3 [airgate_eddsa]=$P4 [nginx_2w]=$NGINX2_PORT [airgate_2c]=$P5)
+ADMIN_PORT=([airgate_warm]=$A1 [airgate_new]=$A2 [airgate_rs256]=$A3 [airgate_eddsa]=$A4 [airgate_2c]=$A5)
 
 log "starting servers (proxies on cpu $PROXY_CPU, wrk + upstream on cpu $LOAD_CPU)"
 start_upstream
 want nginx && start_nginx_proxy
+want nginx_2w && start_nginx_proxy nginx_2w "$NGINX2_PORT" "$PROXY_CPU,$LOAD_CPU" 2
 want haproxy && start_haproxy haproxy "$HAPROXY_PORT" 0
 want haproxy_jwt && start_haproxy haproxy_jwt "$HAPROXY_JWT_PORT" 1
-for t in airgate_warm airgate_new airgate_rs256 airgate_eddsa; do want "$t" && start_airgate "$t"; done
+for t in airgate_warm airgate_new airgate_rs256 airgate_eddsa airgate_2c; do want "$t" && start_airgate "$t"; done
 declare -A RSS_IDLE=()
 for t in $TARGETS; do RSS_IDLE[$t]=$(rss_kib "$(proc_of "$t")"); done
 
@@ -686,7 +698,7 @@ expect_upstream_auth() { # target
 }
 want haproxy_jwt && expect_upstream_auth haproxy_jwt
 want haproxy_jwt && expect_code "haproxy_jwt first pre-minted token" 200 "$(url_of haproxy_jwt)" -H "Authorization: Bearer $(head -1 "$TMP/tokens-es256.txt")"
-for t in airgate_warm airgate_new airgate_rs256 airgate_eddsa; do
+for t in airgate_warm airgate_new airgate_rs256 airgate_eddsa airgate_2c; do
     want "$t" || continue
     preflight_jwt "$t" "$(url_of "$t")" "${AG_KEY[$t]}"
     expect_upstream_auth "$t"
@@ -728,6 +740,17 @@ for ((r = 1; r <= ROUNDS; r++)); do
             log "round $r c=$c $(tail -n 1 "$RAW" | cut -f1,4-7 | tr '\t' ' ')"
         done
     done
+    # Many clients: p99 of nginx and airgate_warm only (issue 13 reports it; every target would
+    # multiply the run time).
+    for t in nginx airgate_warm; do
+        [[ -n $WIDE_CONNS ]] && want "$t" || continue
+        out=$TMP/wrk-$t-c$WIDE_CONNS-r$r.txt
+        [[ $t == airgate_* ]] && : >"$TMP/$t/audit.jsonl"
+        read -r ticks core_ticks < <(run_wrk "$t" "$WIDE_CONNS" "$DURATION" "$out")
+        [[ -n ${core_ticks:-} ]] || die "measurement against $t failed"
+        parse_wrk "$out" "$ticks" "$core_ticks" "$t" "$WIDE_CONNS" "$r" "$(audit_lines "$t")"
+        log "round $r c=$WIDE_CONNS $(tail -n 1 "$RAW" | cut -f1,4-7 | tr '\t' ' ')"
+    done
 done
 
 # Memory: resident set of each proxy idle (just after start) and while RSS_CONNS keep-alive client
@@ -754,7 +777,7 @@ NGINX_V=$(nginx -v 2>&1 | sed -n '1s/.*: //p' || true)
 HAPROXY_V=$(haproxy -v 2>/dev/null | sed -n '1s/^HAProxy version \([^ ]*\).*/haproxy \1/p' || true)
 WRK_V=$(wrk -v 2>&1 | sed -n '1s/^\(wrk [^ ]*\).*/\1/p' || true)
 CPU_MODEL=$(sed -n '/^model name/{s/^[^:]*: //p;q}' /proc/cpuinfo)
-$PY - "$RAW" "$TARGETS" "$CONNS" "$RSS" >"$TMP/report.md" <<EOF
+$PY - "$RAW" "$TARGETS" "$CONNS $WIDE_CONNS" "$RSS" >"$TMP/report.md" <<EOF
 import csv, statistics, sys
 raw, targets, conns = sys.argv[1], sys.argv[2].split(), [int(c) for c in sys.argv[3].split()]
 rss = list(csv.DictReader(open(sys.argv[4]), delimiter="\t"))
@@ -775,7 +798,11 @@ label = {
     "airgate_new": "airgate full policy, ES256, new token/request",
     "airgate_rs256": "airgate full policy, RS256, warm",
     "airgate_eddsa": "airgate full policy, EdDSA, warm",
+    "nginx_2w": "nginx plain proxy_pass, 2 workers on 2 cores",
+    "airgate_2c": "airgate full policy, ES256, warm, multi-thread runtime on 2 cores",
 }
+def measured(t, c):
+    return any(r["target"] == t and int(r["conns"]) == c for r in rows)
 print("# airgate load benchmark — $STAMP UTC\n")
 print("Command: \`DURATION=$DURATION ROUNDS=$ROUNDS CONNS=\"$CONNS\" THREADS=$THREADS TARGETS=\"$TARGETS\" benches/load/run.sh\`\n")
 print("Machine: $(nproc) cores ($CPU_MODEL), kernel $(uname -r), shared with other work: "
@@ -788,7 +815,7 @@ for c in conns:
     print("## %d connections — medians of %d rounds\n" % (c, $ROUNDS))
     print("| target | req/s | p50 µs | p99 µs | CPU µs/req | req/s per core (10⁶/CPU µs) | CPU/req vs nginx | p99 vs nginx | proxy core: proxy % / others % | non-2xx | errors |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for t in targets:
+    for t in [t for t in targets if measured(t, c)]:
         print("| %s | %.0f | %.0f | %.0f | %.1f | %.0f | %s | %s | %.0f / %.0f | %d | %d |" % (label[t], med(t, c, "rps"), med(t, c, "p50_us"),
               med(t, c, "p99_us"), med(t, c, "cpu_us_per_req"), 1e6 / med(t, c, "cpu_us_per_req"), ratio(med(t, c, "cpu_us_per_req"), base_cpu),
               ratio(med(t, c, "p99_us"), base_p99), med(t, c, "proxy_core_pct"), med(t, c, "others_core_pct"),
@@ -806,6 +833,36 @@ print("| throughput, airgate new token/request vs HAProxy + jwt_verify ES256 (%d
 print("| the same from CPU/request (one core's capacity; robust when the machine is shared) | ≥ 2× | ≥ 1.5× | %s |" % ratio(med("haproxy_jwt", c0, "cpu_us_per_req"), med("airgate_new", c0, "cpu_us_per_req")))
 print("| p99 at %d connections, airgate warm vs nginx plain | ≤ 1.0× | ≤ 1.3× | %s |" % (c64, ratio(med("airgate_warm", c64, "p99_us"), med("nginx", c64, "p99_us"))))
 print()
+def num(v, fmt):
+    return fmt % v if v == v else "n/a"
+def met(ok):
+    return "n/a" if ok is None else ("yes" if ok else "**no**")
+def row(figure, base, ours, r, floor, ok, fmt="%.1f"):
+    print("| %s | %s | %s | %s | %s | %s |" % (figure, num(base, fmt), num(ours, fmt), num(r, "%.2fx"), floor, met(ok)))
+wide = conns[-1] if len(conns) > 1 and conns[-1] not in conns[:-1] and conns[-1] > c64 else None
+print("## Issue 13 targets (%d connections unless named)\n" % c64)
+print("| figure | nginx / HAProxy | airgate | ratio | floor | met? |")
+print("|---|---:|---:|---:|---|---|")
+n_cpu, a_cpu = med("nginx", c64, "cpu_us_per_req"), med("airgate_warm", c64, "cpu_us_per_req")
+r = a_cpu / n_cpu if n_cpu == n_cpu and a_cpu == a_cpu else float("nan")
+row("CPU µs/request, warm token cache (vs nginx plain)", n_cpu, a_cpu, r, "≤ 1.30×", None if r != r else r <= 1.3)
+h_cpu, g_cpu = med("haproxy_jwt", c64, "cpu_us_per_req"), med("airgate_new", c64, "cpu_us_per_req")
+r = h_cpu / g_cpu if h_cpu == h_cpu and g_cpu == g_cpu else float("nan")
+row("CPU µs/request, new ES256 token each request (HAProxy + jwt_verify ÷ airgate: × ahead)", h_cpu, g_cpu, r, "≥ 1.35× ahead", None if r != r else r >= 1.35)
+n_p99, a_p99 = med("nginx", c64, "p99_us"), med("airgate_warm", c64, "p99_us")
+r = a_p99 / n_p99 if n_p99 == n_p99 and a_p99 == a_p99 else float("nan")
+row("p99 µs, warm (vs nginx plain)", n_p99, a_p99, r, "≤ 1.0×", None if r != r else r <= 1.0, "%.0f")
+if wide:
+    n_p99, a_p99 = med("nginx", wide, "p99_us"), med("airgate_warm", wide, "p99_us")
+    r = a_p99 / n_p99 if n_p99 == n_p99 and a_p99 == a_p99 else float("nan")
+    row("p99 µs at %d connections, warm (vs nginx plain)" % wide, n_p99, a_p99, r, "reported", None, "%.0f")
+n2, a2 = med("nginx_2w", c64, "rps"), med("airgate_2c", c64, "rps")
+r = a2 / n2 if n2 == n2 and a2 == a2 else float("nan")
+row("2-core scale: req/s, airgate multi-thread on 2 cores vs nginx 2 workers (1 core: nginx %s, airgate %s)"
+    % (num(med("nginx", c64, "rps"), "%.0f"), num(med("airgate_warm", c64, "rps"), "%.0f")), n2, a2, r, "reported", None, "%.0f")
+print()
+print("CPU figures are the proxy's own utime+stime per request; p99 and req/s depend on what else the machine runs "
+      "(see the *others %* column). On 2 cores the scale rows share both cores with wrk and the upstream.\n")
 if rss:
     print("## Memory (resident set, whole proxy: nginx master + worker)\n")
     print("| target | idle MiB | with $RSS_CONNS connections MiB |")

@@ -37,13 +37,20 @@ pub(crate) fn extract(headers: &HeaderMap, max_token_bytes: usize) -> Result<&st
     if token.len() > max_token_bytes {
         return Err(Rejection::unauthenticated(reason::TOKEN_TOO_LARGE, None, true));
     }
-    // token68 as used by compact JWS: base64url characters and the two dots. One pass; a
-    // separator inside means a second token.
-    if let Some(bad) = token.bytes().find(|&b| !(b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))) {
+    // token68 as used by compact JWS: base64url characters and the two dots. A branch-free fold
+    // over the bytes (it vectorises; the token is most of the head); only a refused token is
+    // scanned again for the byte that names the reason. A separator inside means a second token.
+    if !token.bytes().fold(true, |ok, b| ok & token68(b)) {
+        let bad = token.bytes().find(|&b| !token68(b)).unwrap_or(0);
         let reason = if matches!(bad, b' ' | b'\t' | b',') { reason::MULTIPLE_TOKENS } else { reason::MALFORMED };
         return Err(Rejection::unauthenticated(reason, None, true));
     }
     Ok(token)
+}
+
+/// A base64url character or `.`, without branches.
+fn token68(b: u8) -> bool {
+    ((b | 0x20).wrapping_sub(b'a') < 26) | (b.wrapping_sub(b'0') < 10) | (b == b'-') | (b == b'_') | (b == b'.')
 }
 
 #[cfg(test)]

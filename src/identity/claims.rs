@@ -4,8 +4,44 @@
 
 use super::{Identity, reason};
 use crate::config::issuer::Issuer;
+use http::HeaderValue;
 use serde_json::{Map, Value};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+/// The `X-Airflow-*` values an identity is forwarded with (dag, task, run, try, map index),
+/// percent-encoded once per identity — so once per verified token, not per request — by the
+/// forwarder that sends them. Empty until first used. A clone or a default starts empty again, so
+/// an identity built from another (`Identity { pipeline, ..other.clone() }`) never carries the
+/// other's values; `==` ignores it.
+#[derive(Default)]
+pub struct UpstreamValues(OnceLock<[Option<HeaderValue>; 5]>);
+
+impl UpstreamValues {
+    /// The values, from `compute` on first use.
+    pub fn get_or_init(&self, compute: impl FnOnce() -> [Option<HeaderValue>; 5]) -> &[Option<HeaderValue>; 5] {
+        self.0.get_or_init(compute)
+    }
+}
+
+impl Clone for UpstreamValues {
+    fn clone(&self) -> Self {
+        UpstreamValues::default()
+    }
+}
+
+impl PartialEq for UpstreamValues {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for UpstreamValues {}
+
+impl std::fmt::Debug for UpstreamValues {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.get().is_some() { "UpstreamValues(ready)" } else { "UpstreamValues(empty)" })
+    }
+}
 
 /// The token's validity window, unix seconds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,6 +175,7 @@ pub(crate) fn identity(issuer: &Issuer, claims: &Map<String, Value>, exp: u64) -
         jti: text(claims, "jti")?,
         expires_at: exp,
         pod: None,
+        upstream_values: UpstreamValues::default(),
     })
 }
 

@@ -22,6 +22,7 @@ use crate::{
     config::issuer::{Issuer, KeySource},
     metrics::Metrics,
 };
+pub use claims::UpstreamValues;
 use http::{HeaderMap, HeaderName};
 use keys::KeyStore;
 use std::sync::Arc;
@@ -54,6 +55,8 @@ pub struct Identity {
     pub expires_at: u64,
     /// `<namespace>/<name>` of the pod a Kubernetes token is bound to (audit `pod`).
     pub pod: Option<Arc<str>>,
+    /// Its `X-Airflow-*` header values, made once by the forwarder (empty in a new identity).
+    pub upstream_values: UpstreamValues,
 }
 
 /// The reasons a request has no acceptable identity: audit `reason` and metric label values.
@@ -302,16 +305,15 @@ impl Authenticator {
 
     async fn authenticate_inner(&self, headers: &HeaderMap, use_cache: bool) -> Result<Arc<Identity>, Rejection> {
         let token = bearer::extract(headers, self.max_token_bytes)?;
-        let key = cache::key(token);
         let now = verify::unix_now();
-        let hit = if use_cache { self.cached(&key, now) } else { None };
+        let hit = if use_cache { self.cached(token, now) } else { None };
         let verified = match hit {
             Some(v) => v,
             None => {
                 let v = Arc::new(self.verify(token, now).await?);
                 // Tokens expiring within the second are not worth remembering.
                 if use_cache && v.times.exp > now {
-                    self.cache.insert(key, Arc::clone(&v));
+                    self.cache.insert(token, Arc::clone(&v));
                 }
                 v
             }
@@ -368,8 +370,8 @@ impl Authenticator {
     }
 
     /// A cache hit that still holds: inside its window and its key still in the set.
-    fn cached(&self, key: &cache::Key, now: u64) -> Option<Arc<cache::Verified>> {
-        let v = self.cache.get(key)?;
+    fn cached(&self, token: &str, now: u64) -> Option<Arc<cache::Verified>> {
+        let v = self.cache.get(token)?;
         let rt = self.issuers.get(v.issuer)?;
         if claims::check_window(&v.times, now, rt.config.leeway.as_secs()).is_err() {
             // Re-verify to get the precise reason (expired, not yet valid) on the slow path.
@@ -380,7 +382,7 @@ impl Authenticator {
             .as_ref()
             .is_some_and(|s| s.usable(tokio::time::Instant::now()) && s.still_has(v.kid.as_deref(), &v.fingerprint));
         if !still {
-            self.cache.remove(key);
+            self.cache.remove(token);
             return None;
         }
         Some(v)

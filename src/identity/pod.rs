@@ -119,6 +119,7 @@ impl PodFacts {
             jti: token.jti.clone(),
             expires_at: token.expires_at,
             pod: Some(Arc::clone(&pod.display)),
+            upstream_values: Default::default(),
         }
     }
 }

@@ -149,7 +149,7 @@ impl<C: Clock> PolicyState<C> {
     fn quota(&self, bucket: usize, d: &Decision) -> Quota {
         Quota {
             policy: self.policy_headers.get(bucket).cloned().unwrap_or_else(|| HeaderValue::from_static("")),
-            state: header(format!("{};r={};t={}", self.name, d.remaining, ceil_secs(d.reset))),
+            state: Quota::state_value(&self.name, d.remaining, ceil_secs(d.reset)),
         }
     }
 }
@@ -343,10 +343,10 @@ fn unlimited(limit: &Limit) -> Decision {
 /// pipeline when the identity has none, so such callers are still limited (per pipeline).
 fn bucket_key(kind: KeyKind, route: &str, id: &Identity) -> String {
     match (kind, &id.team, &id.principal) {
-        (KeyKind::Team, Some(team), _) => format!("team:{team}"),
-        (KeyKind::Principal, _, Some(principal)) => format!("principal:{principal}"),
-        (KeyKind::PipelineRoute, _, _) => format!("pipeline_route:{}:{route}", id.pipeline),
-        (KeyKind::Pipeline | KeyKind::Team | KeyKind::Principal, _, _) => format!("pipeline:{}", id.pipeline),
+        (KeyKind::Team, Some(team), _) => ["team:", team].concat(),
+        (KeyKind::Principal, _, Some(principal)) => ["principal:", principal].concat(),
+        (KeyKind::PipelineRoute, _, _) => ["pipeline_route:", &id.pipeline, ":", route].concat(),
+        (KeyKind::Pipeline | KeyKind::Team | KeyKind::Principal, _, _) => ["pipeline:", &id.pipeline].concat(),
     }
 }
 

@@ -225,7 +225,7 @@ pub fn to_upstream(
     strip_inbound(headers, trusted_peer);
     headers.remove(header::HOST);
 
-    let peer_ip = HeaderValue::from_str(&peer.ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static(""));
+    let peer_ip = ip_value(peer.ip);
     if trusted_peer {
         let prior: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
         if prior.is_empty() {
@@ -253,17 +253,62 @@ pub fn to_upstream(
         headers.insert(TRACEPARENT, tp);
     }
 
-    set_text(headers, X_AIRFLOW_DAG_ID, Some(&identity.pipeline));
-    set_text(headers, X_AIRFLOW_TASK_ID, identity.task.as_deref());
-    set_text(headers, X_AIRFLOW_RUN_ID, identity.run_id.as_deref());
-    set_text(headers, X_AIRFLOW_TRY_NUMBER, identity.try_number.as_deref());
-    set_text(headers, X_AIRFLOW_MAP_INDEX, identity.map_index.as_deref());
+    // Encoded once per identity (so per verified token), then shared by every request it makes.
+    let values = identity.upstream_values.get_or_init(|| {
+        [
+            Some(identity.pipeline.as_str()),
+            identity.task.as_deref(),
+            identity.run_id.as_deref(),
+            identity.try_number.as_deref(),
+            identity.map_index.as_deref(),
+        ]
+        .map(|v| v.and_then(identity_value))
+    });
+    for (name, value) in AIRFLOW_HEADERS.iter().zip(values) {
+        if let Some(value) = value {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
 }
 
-fn set_text(headers: &mut HeaderMap, name: HeaderName, value: Option<&str>) {
-    if let Some(v) = value.and_then(identity_value) {
-        headers.insert(name, v);
-    }
+/// The `X-Airflow-*` names, in the order of [`Identity::upstream_values`].
+const AIRFLOW_HEADERS: [HeaderName; 5] =
+    [X_AIRFLOW_DAG_ID, X_AIRFLOW_TASK_ID, X_AIRFLOW_RUN_ID, X_AIRFLOW_TRY_NUMBER, X_AIRFLOW_MAP_INDEX];
+
+/// The peer address as a header value, written on the stack (an IPv4 address digit by digit)
+/// instead of through a `String`.
+fn ip_value(ip: IpAddr) -> HeaderValue {
+    // The longest text form: an IPv4-mapped IPv6 address, 45 characters.
+    let mut buf = [0u8; 45];
+    let len = match ip {
+        IpAddr::V4(v4) => {
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    buf[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    buf[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                buf[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            n
+        }
+        IpAddr::V6(v6) => {
+            let mut rest = &mut buf[..];
+            let _ = std::io::Write::write_fmt(&mut rest, format_args!("{v6}"));
+            let left = rest.len();
+            45 - left
+        }
+    };
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// A client `X-Request-Id` is kept when it is a sane token: 1–128 visible ASCII characters from
@@ -464,6 +509,21 @@ mod tests {
     }
 
     #[test]
+    fn an_identity_built_from_another_is_sent_with_its_own_values() {
+        let peer = Peer { ip: "192.0.2.1".parse().unwrap(), tls: false };
+        let first = Identity { pipeline: "team_a".into(), task: Some("t".into()), ..Identity::default() };
+        let mut h = HeaderMap::new();
+        to_upstream(&mut h, &first, peer, &[], None, &HeaderValue::from_static("r"), None);
+        assert_eq!(h["x-airflow-dag-id"], "team_a");
+        // As `pipeline_from_header` does: the copy must not reuse the values made for `first`.
+        let derived = Identity { pipeline: "team_b".into(), ..first.clone() };
+        let mut h = HeaderMap::new();
+        to_upstream(&mut h, &derived, peer, &[], None, &HeaderValue::from_static("r"), None);
+        assert_eq!(h["x-airflow-dag-id"], "team_b");
+        assert_eq!(h["x-airflow-task-id"], "t");
+    }
+
+    #[test]
     fn client_ip_skips_trusted_proxies_from_the_right() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
         let h = map(&[("x-forwarded-for", "203.0.113.9, 198.51.100.1, 10.1.1.1")]);
@@ -482,6 +542,17 @@ mod tests {
         assert_ne!(v, bad);
         assert!(valid_traceparent(v.to_str().unwrap()), "{v:?}");
         assert_eq!(id.len(), 32);
+    }
+
+    #[test]
+    fn peer_addresses_are_written_as_rust_displays_them() {
+        for ip in ["0.0.0.0", "10.0.0.1", "192.168.100.9", "255.255.255.255", "::1", "2001:db8::8a2e:370:7334"]
+            .into_iter()
+            .chain(["::ffff:255.255.255.255", "ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"])
+        {
+            let ip: IpAddr = ip.parse().unwrap();
+            assert_eq!(ip_value(ip), ip.to_string().as_str(), "{ip}");
+        }
     }
 
     #[test]
