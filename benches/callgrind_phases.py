@@ -21,7 +21,7 @@ PHASES = [
     ("  Gateway::handle (phases, response, audit hand-off)", [r"^airgate::stack::Gateway::handle::\{\{closure\}\}$"]),
     ("    route", [r"^airgate::route::RouteTable::find$"]),
     ("    identity: bearer extraction", [r"^airgate::identity::bearer::extract$"]),
-    ("    identity: verification (cache miss)", [r"^airgate::identity::verify::<impl airgate::identity::Authenticator>::verify::\{\{closure\}\}$"]),
+    ("    identity: verification (cache miss)", [r"^airgate::identity::verify::<impl airgate::identity::Authenticator>::verify(::\{\{closure\}\})?$"]),
     ("      signature check", [r"^jsonwebtoken::crypto::verify$", r"^airgate::identity::signature::PreparedKey::verify$"]),
     ("      JOSE parse (split, base64, strict JSON)", [r"^airgate::identity::jose::parse$"]),
     ("    identity: cache lookup", [r"^airgate::identity::Authenticator::cached$"]),

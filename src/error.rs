@@ -478,6 +478,19 @@ mod tests {
     }
 
     #[test]
+    fn rejections_become_401_403_or_503() {
+        let rejection = |kind, token_sent| Rejection { kind, reason: "r", issuer: None, token_sent, pod: None };
+        let e = GatewayError::from(rejection(RejectionKind::Unauthenticated, false));
+        assert_eq!((e.status().as_u16(), e.descriptor().slug), (401, "unauthenticated"));
+        let e = GatewayError::from(rejection(RejectionKind::Unauthenticated, true));
+        assert_eq!((e.status().as_u16(), e.descriptor().slug), (401, "invalid-token"));
+        let e = GatewayError::from(rejection(RejectionKind::Forbidden, true));
+        assert_eq!((e.status().as_u16(), &*e.reason()), (403, "r"));
+        let e = GatewayError::from(rejection(RejectionKind::Unavailable, true));
+        assert_eq!((e.status().as_u16(), e.outcome()), (503, Outcome::IdentityUnavailable));
+    }
+
+    #[test]
     fn forward_errors_keep_the_fault_where_it_is() {
         let cases = [
             (ForwardError::ClientBody { incomplete: true }, 400, "body_incomplete"),

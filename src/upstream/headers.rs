@@ -107,6 +107,22 @@ fn same_name(name: &[u8], canonical: &[u8]) -> bool {
     name.len() == canonical.len() && name.iter().zip(canonical).all(|(n, c)| n == c || (*n == b'_' && *c == b'-'))
 }
 
+/// Removes the `_` spellings of `name`, a header the gateway sets (a custom
+/// `subscription_key_header`): an upstream that reads `_` as `-` must not see the client's value
+/// next to the gateway's. The `-` spelling itself is replaced by the caller's insert; the default
+/// subscription header is already stripped with the other managed names, at no extra cost.
+pub fn remove_underscore_spellings(headers: &mut HeaderMap, name: &HeaderName) {
+    let canonical = name.as_str().as_bytes();
+    if !canonical.contains(&b'-') || MANAGED_EXTRA.iter().any(|m| m.as_bytes() == canonical) {
+        return;
+    }
+    let doomed: smallvec::SmallVec<[HeaderName; 2]> =
+        headers.keys().filter(|k| *k != name && same_name(k.as_str().as_bytes(), canonical)).cloned().collect();
+    for k in doomed {
+        headers.remove(k);
+    }
+}
+
 /// The class of an inbound header name; `None` for names the rewrite leaves alone.
 fn classify(name: &str) -> Option<Class> {
     let n = name.as_bytes();
@@ -561,5 +577,20 @@ mod tests {
         assert!(!sane_request_id(&HeaderValue::from_static("a b")));
         assert!(!sane_request_id(&HeaderValue::from_str(&"a".repeat(200)).unwrap()));
         assert_eq!(new_request_id().len(), 32);
+    }
+
+    #[test]
+    fn a_custom_subscription_header_loses_its_underscore_spellings() {
+        let name = HeaderName::from_static("x-team-key");
+        let mut h = HeaderMap::new();
+        for (k, v) in
+            [("x_team_key", "stolen"), ("x-team_key", "stolen"), ("x-team-key", "client"), ("x-teamkey", "kept")]
+        {
+            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_static(v));
+        }
+        remove_underscore_spellings(&mut h, &name);
+        let mut left: Vec<_> = h.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap())).collect();
+        left.sort_unstable();
+        assert_eq!(left, [("x-team-key", "client"), ("x-teamkey", "kept")]);
     }
 }

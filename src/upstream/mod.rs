@@ -251,6 +251,7 @@ impl Upstream {
             parts.headers.insert(header::AUTHORIZATION, bearer);
         }
         if let Some((name, value)) = self.subscription.as_ref().and_then(|s| s.header()) {
+            headers::remove_underscore_spellings(&mut parts.headers, name);
             parts.headers.insert(name.clone(), value);
         }
 

@@ -136,6 +136,18 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         cluster.wait_state_ok(Duration::from_secs(20));
+        // `cluster_state:ok` can come before every node has gossiped the others' roles: wait
+        // until each node sees all six, three of them live masters, none still in handshake.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !ports.iter().all(|&p| {
+            let view = cluster.view(p);
+            view.len() == 6
+                && view.iter().filter(|n| n.is_live_master()).count() == 3
+                && !view.iter().any(|n| n.flags.contains("handshake") || n.flags.contains("noaddr"))
+        }) {
+            assert!(Instant::now() < deadline, "the cluster nodes did not agree on three masters");
+            std::thread::sleep(Duration::from_millis(50));
+        }
         cluster
     }
 
