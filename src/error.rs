@@ -4,7 +4,7 @@
 
 use crate::{
     body::Body,
-    identity::{Rejection, RejectionKind},
+    identity::{IDENTITY_RETRY_AFTER, Rejection, RejectionKind},
     policy::Denied,
     quota::Quota,
     ratelimit::Refused,
@@ -327,7 +327,18 @@ impl GatewayError {
             | GatewayError::Unauthenticated { reason, .. }
             | GatewayError::UpstreamError { reason } => Cow::Borrowed(reason),
             GatewayError::Forbidden { reason } => reason.clone(),
-            other => Cow::Borrowed(other.descriptor().reason),
+            // Exhaustive, so a new variant that carries a reason cannot fall back silently.
+            GatewayError::HeadersTooLarge
+            | GatewayError::PayloadTooLarge
+            | GatewayError::ClientTimeout
+            | GatewayError::NoRoute
+            | GatewayError::MethodNotAllowed { .. }
+            | GatewayError::RateLimited { .. }
+            | GatewayError::RateLimitUnavailable { .. }
+            | GatewayError::UpstreamTimeout
+            | GatewayError::CredentialUnavailable { .. }
+            | GatewayError::IdentityUnavailable { .. }
+            | GatewayError::Draining => Cow::Borrowed(self.descriptor().reason),
         }
     }
 
@@ -410,7 +421,7 @@ impl From<Rejection> for GatewayError {
                 GatewayError::Unauthenticated { reason: r.reason, token_sent: r.token_sent }
             }
             RejectionKind::Forbidden => GatewayError::Forbidden { reason: Cow::Borrowed(r.reason) },
-            RejectionKind::Unavailable => GatewayError::IdentityUnavailable { retry_after: r.retry_after() },
+            RejectionKind::Unavailable => GatewayError::IdentityUnavailable { retry_after: IDENTITY_RETRY_AFTER },
         }
     }
 }

@@ -173,15 +173,8 @@ impl Rejection {
     }
 }
 
-impl Rejection {
-    /// `Retry-After` of a 503 `identity_unavailable`, seconds.
-    pub fn retry_after(&self) -> u64 {
-        IDENTITY_RETRY_AFTER
-    }
-}
-
 /// `Retry-After` of a 503 `identity_unavailable`, seconds.
-const IDENTITY_RETRY_AFTER: u64 = 2;
+pub const IDENTITY_RETRY_AFTER: u64 = 2;
 
 /// One configured issuer at run time.
 struct Runtime {
