@@ -26,8 +26,10 @@ pub enum Body {
     Empty,
     /// A single buffer (taken on first poll).
     Full(Option<Bytes>),
-    /// Streamed from the upstream.
+    /// Streamed from the upstream (the pooled client).
     Upstream(Incoming),
+    /// Streamed from the upstream over the lean HTTP/1.1 pool.
+    Pooled(crate::upstream::pool::PooledBody),
 }
 
 impl Body {
@@ -47,6 +49,7 @@ impl http_body::Body for Body {
             Body::Empty => Poll::Ready(None),
             Body::Full(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
             Body::Upstream(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
+            Body::Pooled(inner) => Pin::new(inner).poll_frame(cx).map_err(Into::into),
         }
     }
 
@@ -55,6 +58,7 @@ impl http_body::Body for Body {
             Body::Empty => true,
             Body::Full(b) => b.is_none(),
             Body::Upstream(inner) => inner.is_end_stream(),
+            Body::Pooled(inner) => inner.is_end_stream(),
         }
     }
 
@@ -63,6 +67,7 @@ impl http_body::Body for Body {
             Body::Empty => SizeHint::with_exact(0),
             Body::Full(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
             Body::Upstream(inner) => inner.size_hint(),
+            Body::Pooled(inner) => inner.size_hint(),
         }
     }
 }

@@ -6,6 +6,7 @@
 pub mod azure;
 pub mod credential;
 pub mod headers;
+pub mod pool;
 pub mod subscription;
 
 use crate::{
@@ -62,7 +63,10 @@ pub enum ForwardError {
 // request.
 #[allow(clippy::large_enum_variant)]
 pub enum Transport {
-    /// The pooled HTTP/1.1 + HTTP/2 client with the project's TLS settings.
+    /// Plain `http://` HTTP/1.1: the lean keep-alive pool ([`pool`]).
+    Http1(Arc<pool::Http1Pool>),
+    /// hyper-util's pooled HTTP/1.1 + HTTP/2 client with the project's TLS settings (`https://`,
+    /// where ALPN picks the protocol, and prior-knowledge HTTP/2).
     Pooled(Client<client::Connector, RequestBody>),
     /// Any service.
     Service(BoxCloneSyncService<Request<RequestBody>, Response<Body>, BoxError>),
@@ -71,6 +75,7 @@ pub enum Transport {
 impl fmt::Debug for Transport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
+            Transport::Http1(_) => "Transport::Http1",
             Transport::Pooled(_) => "Transport::Pooled",
             Transport::Service(_) => "Transport::Service",
         })
@@ -78,9 +83,15 @@ impl fmt::Debug for Transport {
 }
 
 impl Transport {
-    /// The pooled client for `cfg` (connect timeout, custom CA, pool sizes, HTTP/2 choice).
+    /// The transport for `cfg` (connect timeout, custom CA, pool sizes, HTTP/2 choice): the lean
+    /// HTTP/1.1 pool for plain HTTP/1.1, else the pooled client.
     pub fn pooled(cfg: &config::Upstream) -> Result<Self, String> {
         let https = cfg.scheme == http::uri::Scheme::HTTPS;
+        if !https && !cfg.http2 {
+            let pool =
+                pool::Http1Pool::new(&cfg.authority, cfg.connect_timeout, cfg.pool_idle_timeout, cfg.pool_max_idle)?;
+            return Ok(Transport::Http1(Arc::new(pool)));
+        }
         let connector = client::connector(&client::ClientSettings {
             ca_file: cfg.ca_file.as_deref(),
             connect_timeout: cfg.connect_timeout,
@@ -111,6 +122,7 @@ impl Transport {
     /// Sends one request; a failure says whether connecting failed.
     async fn send(&self, req: Request<RequestBody>) -> Result<Response<Body>, (BoxError, bool)> {
         match self {
+            Transport::Http1(pool) => pool.send(req).await.map(|resp| resp.map(Body::Pooled)),
             Transport::Pooled(client) => match client.request(req).await {
                 Ok(resp) => Ok(resp.map(Body::Upstream)),
                 Err(e) => {

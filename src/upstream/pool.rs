@@ -1,0 +1,214 @@
+//! The lean HTTP/1.1 transport for a plain `http://` upstream: keep-alive connections of
+//! `hyper::client::conn::http1`, kept in a small per-upstream stack of idle senders.
+//!
+//! Why not hyper-util's pooled client here: its checkout hashes `(scheme, authority)` into a map
+//! under a mutex on both checkout and return, wraps every connection in a `Pooled` guard and
+//! re-derives the request target per request: ~5.6 k instructions of the ~97 k a warm request
+//! costs (BENCHMARKS.md). One upstream has one origin, so this pool is a `Vec` behind a mutex
+//! held for one push or pop (never across an `.await`), newest first, so that surplus
+//! connections age out. TLS upstreams (ALPN may pick HTTP/2) and prior-knowledge HTTP/2 keep
+//! the pooled client.
+//!
+//! A connection goes back to the stack only when its response body was read to the end — then
+//! hyper's dispatcher is idle or closing, never mid-message — and is taken out again only after
+//! `ready()` says the dispatcher wants a request. A request the dispatcher gave back unsent (the
+//! idle connection closed under it) is sent once more on a new connection, as hyper-util does.
+
+use crate::body::{BoxError, RequestBody};
+use http::{Request, Response, Uri};
+use http_body::{Body as _, Frame, SizeHint};
+use hyper::{
+    body::{Bytes, Incoming},
+    client::conn::http1::{self, SendRequest},
+};
+use hyper_util::client::legacy::connect::HttpConnector;
+use std::{
+    fmt,
+    pin::Pin,
+    sync::{Arc, Mutex},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+use tower::Service;
+
+/// Idle keep-alive connections to one plain-HTTP upstream.
+pub struct Http1Pool {
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connector: HttpConnector,
+    /// `http://authority/`: where to connect.
+    origin: Uri,
+}
+
+struct Idle {
+    sender: SendRequest<RequestBody>,
+    since: Instant,
+}
+
+impl fmt::Debug for Http1Pool {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Http1Pool").field("origin", &self.origin).field("max_idle", &self.max_idle).finish()
+    }
+}
+
+/// Why a request could not be sent: the error, and whether it was the connect that failed.
+pub type SendError = (BoxError, bool);
+
+impl Http1Pool {
+    /// A pool for `authority` (host and port of a plain `http://` upstream).
+    pub fn new(
+        authority: &http::uri::Authority,
+        connect_timeout: Duration,
+        idle_timeout: Duration,
+        max_idle: usize,
+    ) -> Result<Self, String> {
+        let origin = Uri::builder()
+            .scheme(http::uri::Scheme::HTTP)
+            .authority(authority.clone())
+            .path_and_query("/")
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_keepalive(Some(Duration::from_secs(30)));
+        Ok(Http1Pool { idle: Mutex::new(Vec::new()), max_idle, idle_timeout, connector, origin })
+    }
+
+    /// Sends `req` (any request target; it is sent in origin form) on an idle connection, or on
+    /// a new one when none is idle.
+    pub async fn send(self: &Arc<Self>, mut req: Request<RequestBody>) -> Result<Response<PooledBody>, SendError> {
+        if req.uri().scheme().is_some() {
+            let origin_form = req.uri().path_and_query().cloned().map_or_else(|| Uri::from_static("/"), Uri::from);
+            *req.uri_mut() = origin_form;
+        }
+        let (mut sender, mut fresh) = match self.checkout().await {
+            Some(sender) => (sender, false),
+            None => (self.connect().await?, true),
+        };
+        loop {
+            match sender.try_send_request(req).await {
+                Ok(resp) => {
+                    let pool = Arc::clone(self);
+                    return Ok(resp.map(|body| PooledBody { body, lease: Some((sender, pool)), ended: false }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Given back unsent: the idle connection closed first. Once more, on a new one.
+                    Some(unsent) if !fresh => {
+                        req = unsent;
+                        sender = self.connect().await?;
+                        fresh = true;
+                    }
+                    _ => return Err((Box::new(e.into_error()), false)),
+                },
+            }
+        }
+    }
+
+    /// The newest idle connection that is still open and ready.
+    async fn checkout(&self) -> Option<SendRequest<RequestBody>> {
+        loop {
+            let idle = {
+                let mut stack = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+                let idle = stack.pop()?;
+                if idle.since.elapsed() >= self.idle_timeout {
+                    // The newest is too old, so is every one below it.
+                    stack.clear();
+                    return None;
+                }
+                idle
+            };
+            let mut sender = idle.sender;
+            if !sender.is_closed() && sender.ready().await.is_ok() {
+                return Some(sender);
+            }
+        }
+    }
+
+    /// Puts a connection whose response has been read whole back on the stack, dropping (and so
+    /// closing) those idle too long and any beyond `max_idle`.
+    fn give_back(&self, sender: SendRequest<RequestBody>) {
+        if sender.is_closed() || self.max_idle == 0 {
+            return;
+        }
+        let now = Instant::now();
+        let mut stack = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Pushed in time order, so the stack is sorted oldest first.
+        let expired = stack.partition_point(|i| now.duration_since(i.since) >= self.idle_timeout);
+        if expired > 0 {
+            stack.drain(..expired);
+        }
+        if stack.len() >= self.max_idle {
+            stack.remove(0);
+        }
+        stack.push(Idle { sender, since: now });
+    }
+
+    async fn connect(&self) -> Result<SendRequest<RequestBody>, SendError> {
+        let io = self.connector.clone().call(self.origin.clone()).await.map_err(|e| (Box::new(e) as BoxError, true))?;
+        let (sender, conn) = http1::handshake(io).await.map_err(|e| (Box::new(e) as BoxError, true))?;
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "upstream connection ended");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Connections on the idle stack, open or not (for tests).
+    pub fn idle_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Connections on the idle stack that hyper has not seen closed (for tests).
+    pub fn idle_open_count(&self) -> usize {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|i| !i.sender.is_closed()).count()
+    }
+}
+
+/// An upstream response body that gives its connection back to the pool once read to the end.
+pub struct PooledBody {
+    body: Incoming,
+    lease: Option<(SendRequest<RequestBody>, Arc<Http1Pool>)>,
+    ended: bool,
+}
+
+impl fmt::Debug for PooledBody {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PooledBody").field("ended", &self.ended).finish()
+    }
+}
+
+impl http_body::Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(None) = polled {
+            self.ended = true;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+impl Drop for PooledBody {
+    fn drop(&mut self) {
+        // Only a body read to the end leaves an idle connection; one dropped early leaves a
+        // response half read, and dropping its sender closes that connection.
+        if (self.ended || self.body.is_end_stream())
+            && let Some((sender, pool)) = self.lease.take()
+        {
+            pool.give_back(sender);
+        }
+    }
+}
