@@ -1,9 +1,13 @@
 #!/usr/bin/env python3
 """Instructions per request by phase from one callgrind output of benches/callgrind.rs.
 
-usage: callgrind_phases.py CALLGRIND_OUT N
+usage: callgrind_phases.py CALLGRIND_OUT N            the phase table
+       callgrind_phases.py --total CALLGRIND_OUT N    instructions per request only
 
-Inclusive costs (callgrind_annotate --inclusive=yes) per function, divided by N. callgrind_annotate
+Inclusive costs (callgrind_annotate --inclusive=yes) per function, divided by N — except the
+audit encoding: it is collected on the writer thread for every record, the WARMUP ones too, so it
+is divided by the records encoded (N + WARMUP, as in benches/callgrind.rs), and the total is the
+measured section / N plus that. callgrind_annotate
 lists a function once per source file its inlined parts come from, and the outer part's inclusive
 cost already holds the others, so the largest of them is the function's. Phases overlap where one calls another (identity includes
 the SHA-256 of the token; upstream includes hyper's client), so they do not add up to the total.
@@ -12,6 +16,9 @@ import re
 import subprocess
 import sys
 from collections import defaultdict
+
+WARMUP = 20  # benches/callgrind.rs
+AUDIT = r"^airgate::audit::record::encode$"
 
 PHASES = [
     ("total (measured section + audit encoding)", [r"^callgrind::callgrind_measured$", r"^airgate::audit::record::encode$"]),
@@ -29,15 +36,16 @@ PHASES = [
     ("    policy", [r"^airgate::policy::authorize$"]),
     ("    rate limit (bucket key, decision, quota headers)", [r"^airgate::ratelimit::bucket_key$", r"^airgate::ratelimit::local::Bucket<C>::decide$", r"^airgate::ratelimit::Quota::apply$"]),
     ("    upstream headers", [r"^airgate::upstream::headers::to_upstream$"]),
-    ("    upstream: hyper client send_request", [r"^hyper_util::client::legacy::client::Client<C,B>::send_request::\{\{closure\}\}$"]),
+    ("    upstream: send (pool checkout, hand-off to the connection task, response head)", [r"^hyper_util::client::legacy::client::Client<C,B>::send_request::\{\{closure\}\}$", r"^airgate::upstream::pool::Http1Pool::send::\{\{closure\}\}$"]),
     ("  hyper server: read and parse request head", [r"^hyper::proto::h1::conn::Conn<I,B,T>::poll_read_head$"]),
     ("  hyper server: encode response head", [r"^<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::encode$"]),
-    ("audit: record encoding (writer thread)", [r"^airgate::audit::record::encode$"]),
+    ("audit: record encoding (writer thread, per record)", [AUDIT]),
     ("malloc + free (everywhere)", [r"^(malloc|free|_int_malloc|_int_free|realloc|_int_realloc|malloc_consolidate|unlink_chunk\.constprop\.0|cfree@GLIBC_2\.2\.5)$"]),
 ]
 
 def main():
-    out, n = sys.argv[1], int(sys.argv[2])
+    total_only = sys.argv[1] == "--total"
+    out, n = sys.argv[1 + total_only], int(sys.argv[2 + total_only])
     text = subprocess.run(
         ["callgrind_annotate", "--inclusive=yes", "--auto=no", "--threshold=100", out],
         capture_output=True, text=True, check=True,
@@ -47,10 +55,24 @@ def main():
         m = re.match(r"^\s*([\d,]+)\s+\([^)]*\)\s+(?:[^:\s]*:)?(.*?)(?:\s+\[[^\]]*\])?$", line)
         if m:
             cost[m.group(2)] = max(cost[m.group(2)], int(m.group(1).replace(",", "")))
+    def phase(patterns):
+        # A phase is one function or a few disjoint ones (malloc & co. are leaves).
+        return sum(c for f, c in cost.items() if any(re.search(p, f) for p in patterns))
+
+    audit = phase([AUDIT])
+    records = n + WARMUP if audit else 1
+    measured = phase([r"^callgrind::callgrind_measured$"])
+    if total_only:
+        print(measured // n + audit // records)
+        return
     print("| phase | instructions/request |\n|---|---:|")
     for name, patterns in PHASES:
-        # A phase is one function or a few disjoint ones (malloc & co. are leaves).
-        total = sum(c for f, c in cost.items() if any(re.search(p, f) for p in patterns))
-        print(f"| {name} | {total // n:,} |")
+        if patterns == [AUDIT]:
+            per = audit // records
+        elif name.startswith("total"):
+            per = measured // n + audit // records
+        else:
+            per = phase(patterns) // n
+        print(f"| {name} | {per:,} |")
 
 main()
