@@ -35,12 +35,14 @@ PHASES = [
     ("    identity: cache insert", [r"^airgate::identity::cache::TokenCache::insert$"]),
     ("    policy", [r"^airgate::policy::authorize$"]),
     ("    rate limit (bucket key, decision, quota headers)", [r"^airgate::ratelimit::bucket_key$", r"^airgate::ratelimit::local::Bucket<C>::decide$", r"^airgate::ratelimit::Quota::apply$"]),
-    ("    upstream headers", [r"^airgate::upstream::headers::to_upstream$"]),
-    ("    upstream: send (pool checkout, hand-off to the connection task, response head)", [r"^hyper_util::client::legacy::client::Client<C,B>::send_request::\{\{closure\}\}$", r"^airgate::upstream::pool::Http1Pool::send::\{\{closure\}\}$"]),
+    ("    upstream: forward (URI, headers, credential, transport send, response headers)", [r"^airgate::upstream::Upstream::forward::\{\{closure\}\}$"]),
+    ("      upstream headers", [r"^airgate::upstream::headers::to_upstream$"]),
+    ("      hyper-util client send_request (TLS/HTTP/2 transport)", [r"^hyper_util::client::legacy::client::Client<C,B>::send_request::\{\{closure\}\}$"]),
     ("  hyper server: read and parse request head", [r"^hyper::proto::h1::conn::Conn<I,B,T>::poll_read_head$"]),
     ("  hyper server: encode response head", [r"^<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::encode$"]),
+    ("upstream connection task (hyper h1 client: encode, write, read, parse; the pool's only)", [r"^airgate::upstream::pool::Http1Pool::connect::\{\{closure\}\}::\{\{closure\}\}$"]),
     ("audit: record encoding (writer thread, per record)", [AUDIT]),
-    ("malloc + free (everywhere)", [r"^(malloc|free|_int_malloc|_int_free|realloc|_int_realloc|malloc_consolidate|unlink_chunk\.constprop\.0|cfree@GLIBC_2\.2\.5)$"]),
+    ("malloc + free (everywhere; glibc's, or mimalloc's since it is the global allocator)", [r"^(malloc|free|_int_malloc|_int_free|realloc|_int_realloc|malloc_consolidate|unlink_chunk\.constprop\.0|cfree@GLIBC_2\.2\.5)$", r"^mi_(malloc|zalloc|realloc|free)(_aligned)?$"]),
 ]
 
 def main():

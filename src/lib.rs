@@ -7,6 +7,12 @@
 #![warn(missing_docs, rust_2018_idioms, unreachable_pub)]
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+/// mimalloc for every binary that links the gateway (the server, its tests and benches): a
+/// request allocates and frees a few dozen small blocks (header maps, futures, the audit record),
+/// and glibc's malloc spent ~10 k instructions per request on them (BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod admin;
 pub mod app;
 pub mod audit;
