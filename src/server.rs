@@ -149,7 +149,9 @@ async fn serve_conn<IO>(
                 // Boxed: hyper keeps a slot the size of this future for every connection, busy or
                 // idle (its h1 dispatcher's `in_flight`), and the request path's future is ~5 KiB;
                 // boxed, an idle connection holds a pointer and a request pays one allocation.
-                Box::pin(async move { Ok::<_, Infallible>(gateway.handle(req, conn).await.map(|b| Open::new(b, open))) })
+                Box::pin(
+                    async move { Ok::<_, Infallible>(gateway.handle(req, conn).await.map(|b| Open::new(b, open))) },
+                )
             }
         });
     let connection = builder.serve_connection(TokioIo::new(io), TowerToHyperService::new(service));

@@ -14,19 +14,13 @@
 //! `ready()` says the dispatcher wants a request. A request the dispatcher gave back unsent (the
 //! idle connection closed under it) is sent once more on a new connection, as hyper-util does.
 
-use crate::body::{BoxError, RequestBody};
+use crate::body::{BoxError, GiveBack, PooledBody, RequestBody};
 use http::{Request, Response, Uri};
-use http_body::{Body as _, Frame, SizeHint};
-use hyper::{
-    body::{Bytes, Incoming},
-    client::conn::http1::{self, SendRequest},
-};
+use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::{
     fmt,
-    pin::Pin,
     sync::{Arc, Mutex},
-    task::{Context, Poll},
     time::{Duration, Instant},
 };
 use tower::Service;
@@ -90,8 +84,8 @@ impl Http1Pool {
         loop {
             match sender.try_send_request(req).await {
                 Ok(resp) => {
-                    let pool = Arc::clone(self);
-                    return Ok(resp.map(|body| PooledBody { body, lease: Some((sender, pool)), ended: false }));
+                    let pool: Arc<dyn GiveBack> = self.clone();
+                    return Ok(resp.map(|body| PooledBody::new(body, sender, pool)));
                 }
                 Err(mut e) => match e.take_message() {
                     // Given back unsent: the idle connection closed first. Once more, on a new one.
@@ -126,25 +120,6 @@ impl Http1Pool {
         }
     }
 
-    /// Puts a connection whose response has been read whole back on the stack, dropping (and so
-    /// closing) those idle too long and any beyond `max_idle`.
-    fn give_back(&self, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() || self.max_idle == 0 {
-            return;
-        }
-        let now = Instant::now();
-        let mut stack = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        // Pushed in time order, so the stack is sorted oldest first.
-        let expired = stack.partition_point(|i| now.duration_since(i.since) >= self.idle_timeout);
-        if expired > 0 {
-            stack.drain(..expired);
-        }
-        if stack.len() >= self.max_idle {
-            stack.remove(0);
-        }
-        stack.push(Idle { sender, since: now });
-    }
-
     async fn connect(&self) -> Result<SendRequest<RequestBody>, SendError> {
         let io = self.connector.clone().call(self.origin.clone()).await.map_err(|e| (Box::new(e) as BoxError, true))?;
         let (sender, conn) = http1::handshake(io).await.map_err(|e| (Box::new(e) as BoxError, true))?;
@@ -167,48 +142,23 @@ impl Http1Pool {
     }
 }
 
-/// An upstream response body that gives its connection back to the pool once read to the end.
-pub struct PooledBody {
-    body: Incoming,
-    lease: Option<(SendRequest<RequestBody>, Arc<Http1Pool>)>,
-    ended: bool,
-}
-
-impl fmt::Debug for PooledBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PooledBody").field("ended", &self.ended).finish()
-    }
-}
-
-impl http_body::Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.ended = true;
+impl GiveBack for Http1Pool {
+    /// Puts a connection whose response has been read whole back on the stack, dropping (and so
+    /// closing) those idle too long and any beyond `max_idle`.
+    fn give_back(&self, sender: SendRequest<RequestBody>) {
+        if sender.is_closed() || self.max_idle == 0 {
+            return;
         }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // Only a body read to the end leaves an idle connection; one dropped early leaves a
-        // response half read, and dropping its sender closes that connection.
-        if (self.ended || self.body.is_end_stream())
-            && let Some((sender, pool)) = self.lease.take()
-        {
-            pool.give_back(sender);
+        let now = Instant::now();
+        let mut stack = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        // Pushed in time order, so the stack is sorted oldest first.
+        let expired = stack.partition_point(|i| now.duration_since(i.since) >= self.idle_timeout);
+        if expired > 0 {
+            stack.drain(..expired);
         }
+        if stack.len() >= self.max_idle {
+            stack.remove(0);
+        }
+        stack.push(Idle { sender, since: now });
     }
 }
