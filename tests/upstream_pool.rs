@@ -98,7 +98,7 @@ async fn serve(mut s: TcpStream, answer: Answer, lines: Arc<Mutex<Vec<String>>>,
 
 fn pool(addr: SocketAddr, idle_timeout: Duration, max_idle: usize) -> Arc<Http1Pool> {
     let authority = addr.to_string().parse().unwrap();
-    Arc::new(Http1Pool::new(&authority, Duration::from_secs(2), idle_timeout, max_idle).unwrap())
+    Http1Pool::new(&authority, Duration::from_secs(2), idle_timeout, max_idle).unwrap()
 }
 
 fn get(target: &str) -> Request<RequestBody> {
@@ -189,6 +189,22 @@ async fn a_connection_idle_past_the_timeout_is_not_reused() {
     fetch(&pool, "/x").await;
     assert_eq!(up.accepted.load(Ordering::SeqCst), 2);
     assert!(pool.idle_count() <= 1, "expired connections are dropped when another is given back");
+}
+
+#[tokio::test]
+async fn the_reaper_closes_connections_idle_past_the_timeout_without_traffic() {
+    let up = upstream(Answer::KeepAlive).await;
+    let pool = pool(up.addr, Duration::from_millis(200), 8);
+    fetch(&pool, "/x").await;
+    assert_eq!(pool.idle_count(), 1);
+    // Bounded wait: the reaper runs every 100 ms here; nothing else touches the pool.
+    for _ in 0..100 {
+        if pool.idle_count() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(pool.idle_count(), 0, "an idle connection outlived pool_idle_timeout");
 }
 
 #[tokio::test]

@@ -90,7 +90,7 @@ impl Transport {
         if !https && !cfg.http2 {
             let pool =
                 pool::Http1Pool::new(&cfg.authority, cfg.connect_timeout, cfg.pool_idle_timeout, cfg.pool_max_idle)?;
-            return Ok(Transport::Http1(Arc::new(pool)));
+            return Ok(Transport::Http1(pool));
         }
         let connector = client::connector(&client::ClientSettings {
             ca_file: cfg.ca_file.as_deref(),

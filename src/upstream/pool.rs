@@ -20,7 +20,7 @@ use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::{
     fmt,
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, Weak},
     time::{Duration, Instant},
 };
 use tower::Service;
@@ -50,13 +50,15 @@ impl fmt::Debug for Http1Pool {
 pub type SendError = (BoxError, bool);
 
 impl Http1Pool {
-    /// A pool for `authority` (host and port of a plain `http://` upstream).
+    /// A pool for `authority` (host and port of a plain `http://` upstream). Inside a tokio
+    /// runtime it also starts the reaper that closes connections idle past `idle_timeout`
+    /// (outside one, they are dropped when next seen).
     pub fn new(
         authority: &http::uri::Authority,
         connect_timeout: Duration,
         idle_timeout: Duration,
         max_idle: usize,
-    ) -> Result<Self, String> {
+    ) -> Result<Arc<Self>, String> {
         let origin = Uri::builder()
             .scheme(http::uri::Scheme::HTTP)
             .authority(authority.clone())
@@ -67,7 +69,11 @@ impl Http1Pool {
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(connect_timeout));
         connector.set_keepalive(Some(Duration::from_secs(30)));
-        Ok(Http1Pool { idle: Mutex::new(Vec::new()), max_idle, idle_timeout, connector, origin })
+        let pool = Arc::new(Http1Pool { idle: Mutex::new(Vec::new()), max_idle, idle_timeout, connector, origin });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(reap(Arc::downgrade(&pool)));
+        }
+        Ok(pool)
     }
 
     /// Sends `req` (any request target; it is sent in origin form) on an idle connection, or on
@@ -142,6 +148,36 @@ impl Http1Pool {
     }
 }
 
+impl Http1Pool {
+    /// Drops (and so closes) the connections idle for `idle_timeout` or longer.
+    fn drop_expired(&self, stack: &mut Vec<Idle>, now: Instant) {
+        // Pushed in time order, so the stack is sorted oldest first.
+        let expired = stack.partition_point(|i| now.duration_since(i.since) >= self.idle_timeout);
+        if expired > 0 {
+            stack.drain(..expired);
+        }
+    }
+}
+
+/// Closes idle connections past their timeout, every half timeout (at most every 100 ms, at least
+/// every 30 s), until the pool is gone (a reload replaced its upstream).
+async fn reap(pool: Weak<Http1Pool>) {
+    let Some(period) =
+        pool.upgrade().map(|p| (p.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(30)))
+    else {
+        return;
+    };
+    let mut tick = tokio::time::interval(period);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(pool) = pool.upgrade() else { return };
+        let mut stack = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+        pool.drop_expired(&mut stack, Instant::now());
+    }
+}
+
 impl GiveBack for Http1Pool {
     /// Puts a connection whose response has been read whole back on the stack, dropping (and so
     /// closing) those idle too long and any beyond `max_idle`.
@@ -151,11 +187,7 @@ impl GiveBack for Http1Pool {
         }
         let now = Instant::now();
         let mut stack = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        // Pushed in time order, so the stack is sorted oldest first.
-        let expired = stack.partition_point(|i| now.duration_since(i.since) >= self.idle_timeout);
-        if expired > 0 {
-            stack.drain(..expired);
-        }
+        self.drop_expired(&mut stack, now);
         if stack.len() >= self.max_idle {
             stack.remove(0);
         }
