@@ -146,9 +146,7 @@ impl Http1Pool {
     pub fn idle_open_count(&self) -> usize {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|i| !i.sender.is_closed()).count()
     }
-}
 
-impl Http1Pool {
     /// Drops (and so closes) the connections idle for `idle_timeout` or longer.
     fn drop_expired(&self, stack: &mut Vec<Idle>, now: Instant) {
         // Pushed in time order, so the stack is sorted oldest first.
@@ -159,8 +157,9 @@ impl Http1Pool {
     }
 }
 
-/// Closes idle connections past their timeout, every half timeout (at most every 100 ms, at least
-/// every 30 s), until the pool is gone (a reload replaced its upstream).
+/// Closes idle connections past their timeout, every half timeout (but no more often than every
+/// 100 ms and no less often than every 30 s), until the pool is gone (a reload replaced its
+/// upstream).
 async fn reap(pool: Weak<Http1Pool>) {
     let Some(period) =
         pool.upgrade().map(|p| (p.idle_timeout / 2).clamp(Duration::from_millis(100), Duration::from_secs(30)))
