@@ -9,8 +9,8 @@ audit encoding: it is collected on the writer thread for every record, the WARMU
 is divided by the records encoded (N + WARMUP, as in benches/callgrind.rs), and the total is the
 measured section / N plus that. callgrind_annotate
 lists a function once per source file its inlined parts come from, and the outer part's inclusive
-cost already holds the others, so the largest of them is the function's. Phases overlap where one calls another (identity includes
-the SHA-256 of the token; upstream includes hyper's client), so they do not add up to the total.
+cost already holds the others, so the largest of them is the function's. Phases overlap where one calls another (the upstream forward includes
+the header rewrite), so they do not add up to the total.
 """
 import re
 import subprocess

@@ -75,17 +75,24 @@ fn connector_with_roots(roots: rustls::RootCertStore, settings: &ClientSettings<
         .map_err(|e| format!("TLS setup: {e}"))?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    let mut http = HttpConnector::new();
+    let mut http = tcp_connector(settings.connect_timeout);
     http.enforce_http(false);
-    http.set_nodelay(true);
-    http.set_connect_timeout(Some(settings.connect_timeout));
-    http.set_keepalive(Some(Duration::from_secs(30)));
     let builder = hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls).https_or_http();
     Ok(if settings.enable_http2 {
         builder.enable_http1().enable_http2().wrap_connector(http)
     } else {
         builder.enable_http1().wrap_connector(http)
     })
+}
+
+/// The TCP settings of every outbound connection: no Nagle delay, the connect deadline, TCP
+/// keep-alive probes after 30 s idle. Plain `http://` only until `enforce_http(false)`.
+pub fn tcp_connector(connect_timeout: Duration) -> HttpConnector {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_keepalive(Some(Duration::from_secs(30)));
+    http
 }
 
 /// A client for control-plane fetches.

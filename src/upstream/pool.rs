@@ -65,10 +65,7 @@ impl Http1Pool {
             .path_and_query("/")
             .build()
             .map_err(|e| e.to_string())?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_keepalive(Some(Duration::from_secs(30)));
+        let connector = crate::client::tcp_connector(connect_timeout);
         let pool = Arc::new(Http1Pool { idle: Mutex::new(Vec::new()), max_idle, idle_timeout, connector, origin });
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(reap(Arc::downgrade(&pool)));
