@@ -6,9 +6,8 @@
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
 use http_body_util::{BodyExt, combinators::UnsyncBoxBody};
-use hyper::{body::Incoming, client::conn::http1::SendRequest};
+use hyper::body::Incoming;
 use std::{
-    fmt,
     pin::Pin,
     sync::{
         Arc,
@@ -29,8 +28,8 @@ pub enum Body {
     Full(Option<Bytes>),
     /// Streamed from the upstream (the pooled client).
     Upstream(Incoming),
-    /// Streamed from the upstream over the lean HTTP/1.1 pool.
-    Pooled(PooledBody),
+    /// Streamed from the upstream over the lean HTTP/1.1 pool ([`h1`](crate::h1)).
+    Pooled(crate::h1::ResponseBody),
 }
 
 impl Body {
@@ -228,63 +227,4 @@ fn has_eof(e: &hyper::Error) -> bool {
     std::error::Error::source(e)
         .and_then(|s| s.downcast_ref::<std::io::Error>())
         .is_some_and(|io| io.kind() == std::io::ErrorKind::UnexpectedEof)
-}
-
-/// An upstream response body that gives its connection back to the pool once read to the end.
-pub struct PooledBody {
-    body: Incoming,
-    lease: Option<(SendRequest<RequestBody>, Arc<dyn GiveBack>)>,
-    ended: bool,
-}
-
-impl PooledBody {
-    /// The body of a response that came over `sender`, which goes back to `pool` at the end.
-    pub fn new(body: Incoming, sender: SendRequest<RequestBody>, pool: Arc<dyn GiveBack>) -> Self {
-        PooledBody { body, lease: Some((sender, pool)), ended: false }
-    }
-}
-
-/// Where a [`PooledBody`] returns its connection (the upstream pool, `upstream::pool`).
-pub trait GiveBack: Send + Sync {
-    /// Takes back a connection whose response was read to the end.
-    fn give_back(&self, sender: SendRequest<RequestBody>);
-}
-
-impl fmt::Debug for PooledBody {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("PooledBody").field("ended", &self.ended).finish()
-    }
-}
-
-impl http_body::Body for PooledBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        let polled = Pin::new(&mut self.body).poll_frame(cx);
-        if let Poll::Ready(None) = polled {
-            self.ended = true;
-        }
-        polled
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.body.is_end_stream()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        self.body.size_hint()
-    }
-}
-
-impl Drop for PooledBody {
-    fn drop(&mut self) {
-        // Only a body read to the end leaves an idle connection; one dropped early leaves a
-        // response half read, and dropping its sender closes that connection.
-        if (self.ended || http_body::Body::is_end_stream(&self.body))
-            && let Some((sender, pool)) = self.lease.take()
-        {
-            pool.give_back(sender);
-        }
-    }
 }

@@ -25,6 +25,7 @@ pub mod config;
 pub mod conn;
 pub mod demo;
 pub mod error;
+pub mod h1;
 pub mod identity;
 pub mod metrics;
 pub mod path;

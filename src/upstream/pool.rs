@@ -1,5 +1,6 @@
-//! The lean HTTP/1.1 transport for a plain `http://` upstream: keep-alive connections of
-//! `hyper::client::conn::http1`, kept in a small per-upstream stack of idle senders.
+//! The lean HTTP/1.1 transport for a plain `http://` upstream: keep-alive connections of the
+//! gateway's own upstream HTTP/1.1 ([`h1`](crate::h1)), kept in a small per-upstream stack of idle
+//! connections.
 //!
 //! Why not hyper-util's pooled client here: its checkout hashes `(scheme, authority)` into a map
 //! under a mutex on both checkout and return, wraps every connection in a `Pooled` guard and
@@ -9,14 +10,18 @@
 //! connections age out. TLS upstreams (ALPN may pick HTTP/2) and prior-knowledge HTTP/2 keep
 //! the pooled client.
 //!
-//! A connection goes back to the stack only when its response body was read to the end — then
-//! hyper's dispatcher is idle or closing, never mid-message — and is taken out again only after
-//! `ready()` says the dispatcher wants a request. A request the dispatcher gave back unsent (the
-//! idle connection closed under it) is sent once more on a new connection, as hyper-util does.
+//! A connection goes back to the stack only when its response body ended exactly where its
+//! framing said, with nothing left over, and is taken out again only when the upstream has
+//! neither closed it nor sent anything meanwhile ([`Conn::is_open`]). A request that failed on a
+//! reused connection before anything was answered, with its body untouched, is sent once more on a
+//! new connection (the upstream closed the idle connection under it); a non-idempotent one only
+//! when the write itself failed.
 
-use crate::body::{BoxError, GiveBack, PooledBody, RequestBody};
+use crate::{
+    body::{BoxError, RequestBody},
+    h1::{Conn, Failed, GiveBack, ResponseBody},
+};
 use http::{Request, Response, Uri};
-use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::{
     fmt,
@@ -36,7 +41,7 @@ pub struct Http1Pool {
 }
 
 struct Idle {
-    sender: SendRequest<RequestBody>,
+    conn: Conn,
     since: Instant,
 }
 
@@ -75,63 +80,50 @@ impl Http1Pool {
 
     /// Sends `req` (any request target; it is sent in origin form) on an idle connection, or on
     /// a new one when none is idle.
-    pub async fn send(self: &Arc<Self>, mut req: Request<RequestBody>) -> Result<Response<PooledBody>, SendError> {
-        if req.uri().scheme().is_some() {
-            let origin_form = req.uri().path_and_query().cloned().map_or_else(|| Uri::from_static("/"), Uri::from);
-            *req.uri_mut() = origin_form;
-        }
-        let (mut sender, mut fresh) = match self.checkout().await {
-            Some(sender) => (sender, false),
-            None => (self.connect().await?, true),
+    pub async fn send(self: &Arc<Self>, req: Request<RequestBody>) -> Result<Response<ResponseBody>, SendError> {
+        let (parts, body) = req.into_parts();
+        let conn = match self.checkout() {
+            Some(conn) => conn,
+            None => self.connect().await?,
         };
-        loop {
-            match sender.try_send_request(req).await {
-                Ok(resp) => {
-                    let pool: Arc<dyn GiveBack> = self.clone();
-                    return Ok(resp.map(|body| PooledBody::new(body, sender, pool)));
-                }
-                Err(mut e) => match e.take_message() {
-                    // Given back unsent: the idle connection closed first. Once more, on a new one.
-                    Some(unsent) if !fresh => {
-                        req = unsent;
-                        sender = self.connect().await?;
-                        fresh = true;
-                    }
-                    _ => return Err((Box::new(e.into_error()), false)),
-                },
-            }
+        let failed = match conn.send(&parts, body).await {
+            Ok(resp) => return Ok(self.lease(resp)),
+            Err(failed) => failed,
+        };
+        match failed {
+            // The idle connection was closed under the request: once more, on a new one.
+            Failed { retry: Some(body), .. } => match self.connect().await?.send(&parts, body).await {
+                Ok(resp) => Ok(self.lease(resp)),
+                Err(failed) => Err((Box::new(failed.error), false)),
+            },
+            Failed { error, retry: None } => Err((Box::new(error), false)),
         }
     }
 
-    /// The newest idle connection that is still open and ready.
-    async fn checkout(&self) -> Option<SendRequest<RequestBody>> {
-        loop {
-            let idle = {
-                let mut stack = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-                let idle = stack.pop()?;
-                if idle.since.elapsed() >= self.idle_timeout {
-                    // The newest is too old, so is every one below it.
-                    stack.clear();
-                    return None;
-                }
-                idle
-            };
-            let mut sender = idle.sender;
-            if !sender.is_closed() && sender.ready().await.is_ok() {
-                return Some(sender);
-            }
-        }
+    fn lease(self: &Arc<Self>, resp: Response<ResponseBody>) -> Response<ResponseBody> {
+        let pool: Arc<dyn GiveBack> = self.clone();
+        resp.map(|body| body.give_back_to(pool))
     }
 
-    async fn connect(&self) -> Result<SendRequest<RequestBody>, SendError> {
+    /// The newest idle connection that is still open.
+    fn checkout(&self) -> Option<Conn> {
+        let mut stack = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(idle) = stack.pop() {
+            if idle.since.elapsed() >= self.idle_timeout {
+                // The newest is too old, so is every one below it.
+                stack.clear();
+                return None;
+            }
+            if idle.conn.is_open() {
+                return Some(idle.conn);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self) -> Result<Conn, SendError> {
         let io = self.connector.clone().call(self.origin.clone()).await.map_err(|e| (Box::new(e) as BoxError, true))?;
-        let (sender, conn) = http1::handshake(io).await.map_err(|e| (Box::new(e) as BoxError, true))?;
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "upstream connection ended");
-            }
-        });
-        Ok(sender)
+        Ok(Conn::new(io.into_inner()))
     }
 
     /// Connections on the idle stack, open or not (for tests).
@@ -139,9 +131,9 @@ impl Http1Pool {
         self.idle.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 
-    /// Connections on the idle stack that hyper has not seen closed (for tests).
+    /// Connections on the idle stack the upstream has not closed (for tests).
     pub fn idle_open_count(&self) -> usize {
-        self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|i| !i.sender.is_closed()).count()
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).iter().filter(|i| i.conn.is_open()).count()
     }
 
     /// Drops (and so closes) the connections idle for `idle_timeout` or longer.
@@ -177,8 +169,8 @@ async fn reap(pool: Weak<Http1Pool>) {
 impl GiveBack for Http1Pool {
     /// Puts a connection whose response has been read whole back on the stack, dropping (and so
     /// closing) those idle too long and any beyond `max_idle`.
-    fn give_back(&self, sender: SendRequest<RequestBody>) {
-        if sender.is_closed() || self.max_idle == 0 {
+    fn give_back(&self, conn: Conn) {
+        if self.max_idle == 0 {
             return;
         }
         let now = Instant::now();
@@ -187,6 +179,6 @@ impl GiveBack for Http1Pool {
         if stack.len() >= self.max_idle {
             stack.remove(0);
         }
-        stack.push(Idle { sender, since: now });
+        stack.push(Idle { conn, since: now });
     }
 }
