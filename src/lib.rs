@@ -36,6 +36,7 @@ pub mod reload;
 pub mod route;
 pub mod server;
 pub mod stack;
+pub mod text;
 pub mod tls;
 pub mod upstream;
 pub mod watch;

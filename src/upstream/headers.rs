@@ -294,37 +294,8 @@ const AIRFLOW_HEADERS: [HeaderName; 5] =
 /// The peer address as a header value, written on the stack (an IPv4 address digit by digit)
 /// instead of through a `String`.
 fn ip_value(ip: IpAddr) -> HeaderValue {
-    // The longest text form: an IPv4-mapped IPv6 address, 45 characters.
-    let mut buf = [0u8; 45];
-    let len = match ip {
-        IpAddr::V4(v4) => {
-            let mut n = 0;
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf[n] = b'.';
-                    n += 1;
-                }
-                if octet >= 100 {
-                    buf[n] = b'0' + octet / 100;
-                    n += 1;
-                }
-                if octet >= 10 {
-                    buf[n] = b'0' + octet / 10 % 10;
-                    n += 1;
-                }
-                buf[n] = b'0' + octet % 10;
-                n += 1;
-            }
-            n
-        }
-        IpAddr::V6(v6) => {
-            let mut rest = &mut buf[..];
-            let _ = std::io::Write::write_fmt(&mut rest, format_args!("{v6}"));
-            let left = rest.len();
-            45 - left
-        }
-    };
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static(""))
+    HeaderValue::from_bytes(crate::text::ip(ip, &mut [0; crate::text::IP_MAX]))
+        .unwrap_or_else(|_| HeaderValue::from_static(""))
 }
 
 /// A client `X-Request-Id` is kept when it is a sane token: 1–128 visible ASCII characters from
