@@ -2,7 +2,10 @@
 //! made by `ratelimit`, sent on a forwarded response by the stack and on a 429
 //! by `error`. A leaf module (it names no other), so both can use it.
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+const RATELIMIT_POLICY: HeaderName = HeaderName::from_static("ratelimit-policy");
+const RATELIMIT: HeaderName = HeaderName::from_static("ratelimit");
 
 /// The IETF httpapi `RateLimit-Policy` and `RateLimit` header values of one decision.
 #[derive(Debug, Clone)]
@@ -32,8 +35,9 @@ impl Quota {
 
     /// Adds both headers to a response.
     pub fn apply(self, h: &mut HeaderMap) {
-        h.insert("ratelimit-policy", self.policy);
-        h.insert("ratelimit", self.state);
+        // Constant names: a `&str` name is parsed and validated again on every insert.
+        h.insert(RATELIMIT_POLICY, self.policy);
+        h.insert(RATELIMIT, self.state);
     }
 }
 
