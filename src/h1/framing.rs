@@ -13,7 +13,7 @@
 use bytes::{Buf, Bytes, BytesMut};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Version, response};
 use smallvec::SmallVec;
-use std::ops::Range;
+use std::{mem::MaybeUninit, ops::Range};
 
 /// Longest response head accepted (status line and header fields).
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -21,6 +21,8 @@ pub const MAX_HEAD: usize = 64 * 1024;
 pub const MAX_HEADERS: usize = 128;
 /// Longest chunk-size line (size and extensions) or trailer line accepted.
 const MAX_LINE: usize = 4 * 1024;
+/// Header fields a response gets in the gateway after it is parsed.
+const RESPONSE_EXTRA: usize = 4;
 
 /// Why an upstream response could not be framed: the request fails (502) and the connection is
 /// closed. The text names the rule, never a value.
@@ -63,9 +65,10 @@ pub struct Head {
 /// Parses the response head at the start of `buf`: `None` while it is incomplete. `head_request`:
 /// the request was `HEAD` (a response to it has no body whatever its headers say).
 pub fn parse_head(buf: &[u8], head_request: bool) -> Result<Option<Head>, Malformed> {
-    let mut storage = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut storage);
-    let len = match resp.parse(buf) {
+    // Uninitialised: filling 128 empty fields (4 KiB) on every parse would cost more than the parse.
+    let mut storage = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(&mut resp, buf, &mut storage) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() >= MAX_HEAD => return Err(Malformed("head too large")),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -148,7 +151,9 @@ impl Head {
     /// The response head, its header values sliced out of `head` (the bytes [`parse_head`] saw,
     /// split off the read buffer) without copying.
     pub fn into_parts(self, head: &Bytes) -> Result<response::Parts, Malformed> {
-        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        // Room for what the gateway adds (`X-Request-Id`, the two rate-limit headers) without
+        // growing the map, which rehashes every field.
+        let mut headers = HeaderMap::with_capacity(self.fields.len() + RESPONSE_EXTRA);
         for (name, value) in self.fields {
             let name = HeaderName::from_bytes(&head[name]).map_err(|_| Malformed("header name"))?;
             let value = HeaderValue::from_maybe_shared(head.slice(value)).map_err(|_| Malformed("header value"))?;
@@ -215,12 +220,16 @@ impl Chunked {
                     }
                     let (used, size) = match httparse::parse_chunk_size(buf) {
                         Ok(httparse::Status::Complete(found)) => found,
-                        Ok(httparse::Status::Partial) if buf.len() > MAX_LINE => {
+                        Ok(httparse::Status::Partial) if buf.len() > MAX_LINE + 2 => {
                             return Err(Malformed("chunk-size line too long"));
                         }
                         Ok(httparse::Status::Partial) => return Ok(Decoded::NeedMore),
                         Err(_) => return Err(Malformed("chunk size")),
                     };
+                    // The same limit whether the line arrived in one read or in many.
+                    if used > MAX_LINE + 2 {
+                        return Err(Malformed("chunk-size line too long"));
+                    }
                     // httparse skips any byte inside a chunk extension, LF included: a bare LF
                     // there ends the line for other parsers.
                     if buf[..used - 2].iter().any(|&b| b == b'\n' || b == b'\r') {
@@ -250,11 +259,14 @@ impl Chunked {
                 }
                 Chunked::Trailers => {
                     let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
-                        if buf.len() > MAX_LINE {
+                        if buf.len() > MAX_LINE + 1 {
                             return Err(Malformed("trailer line too long"));
                         }
                         return Ok(Decoded::NeedMore);
                     };
+                    if lf > MAX_LINE + 1 {
+                        return Err(Malformed("trailer line too long"));
+                    }
                     if lf == 0 || buf[lf - 1] != b'\r' || buf[..lf - 1].contains(&b'\r') {
                         return Err(Malformed("bare LF or CR in the trailer section"));
                     }

@@ -1,7 +1,7 @@
 //! The framing rules as tables: every row a response head (or chunked body) and what the gateway
 //! makes of it. A row that is refused names the rule; a row that is accepted names the framing.
 
-use super::{Chunked, Decoded, Framing, Malformed, parse_head};
+use super::{Chunked, Decoded, Framing, MAX_LINE, Malformed, parse_head};
 use bytes::BytesMut;
 
 /// What a head is framed as (and whether its connection is kept), or the rule that refused it.
@@ -183,4 +183,26 @@ fn the_decoder_stops_at_the_end_of_the_body() {
     // bytes nobody asked for, is not reused).
     let (body, left) = dechunk(b"2\r\nok\r\n0\r\n\r\nHTTP/1.1 200 OK\r\n", 64).unwrap();
     assert_eq!((body.as_slice(), left), (&b"ok"[..], 17));
+}
+
+#[test]
+fn line_limits_hold_however_the_line_arrives() {
+    // A chunk-size line (size and extension) or a trailer line of MAX_LINE bytes before its CRLF
+    // is taken, one byte more is refused: the same in one read as in many.
+    let ext = |len: usize| format!("1;{}", "x".repeat(len - 2));
+    let trailer = |len: usize| format!("x:{}", "y".repeat(len - 2));
+    for (len, ok) in [(MAX_LINE, true), (MAX_LINE + 1, false)] {
+        let size_line = format!("{}\r\na\r\n0\r\n\r\n", ext(len));
+        let trailer_line = format!("1\r\na\r\n0\r\n{}\r\n\r\n", trailer(len));
+        for (what, wire, why) in [
+            ("chunk-size line", size_line, "chunk-size line too long"),
+            ("trailer line", trailer_line, "trailer line too long"),
+        ] {
+            for step in [1, 1000, wire.len()] {
+                let got = dechunk(wire.as_bytes(), step).map(|(body, _)| body);
+                let want = if ok { Ok(b"a".to_vec()) } else { Err(why) };
+                assert_eq!(got, want, "{what} of {len} bytes, fed {step} at a time");
+            }
+        }
+    }
 }
