@@ -4,9 +4,11 @@
 //! that verified the token is still in its issuer's key set.
 //!
 //! Keyed by the whole token, compared byte for byte on a hit, so no hash collision can make one
-//! token find another's entry; the map's own hash is keyed per process (SipHash with a random
-//! key), so nobody can aim tokens at one bucket. This replaced a SHA-256 digest as the key: on
-//! the warm path that digest was ~19 k instructions of ~125 k per request (BENCHMARKS.md).
+//! token find another's entry. The map's hash is foldhash, seeded per process: a quarter of
+//! SipHash's cost on a ~500-byte token. Its weaker resistance to crafted collisions does not
+//! matter here, because only tokens that passed a signature check are ever inserted: nobody
+//! without a signing key can fill one bucket, and a lookup only walks the entries already there.
+//! (The key was a SHA-256 digest once: ~19 k instructions of ~125 k per warm request.)
 
 use super::{
     Identity,
@@ -93,13 +95,14 @@ fn weight(key: &Key, v: &Arc<Verified>) -> u32 {
 
 /// The cache itself.
 pub(crate) struct TokenCache {
-    inner: Cache<Key, Arc<Verified>>,
+    inner: Cache<Key, Arc<Verified>, foldhash::quality::RandomState>,
 }
 
 impl TokenCache {
     /// An empty cache.
     pub(crate) fn new() -> Self {
-        TokenCache { inner: Cache::builder().max_capacity(MAX_WEIGHT).weigher(weight).expire_after(UntilExp).build() }
+        let builder = Cache::builder().max_capacity(MAX_WEIGHT).weigher(weight).expire_after(UntilExp);
+        TokenCache { inner: builder.build_with_hasher(foldhash::quality::RandomState::default()) }
     }
 
     /// The entry for `token`, if any (the caller re-checks times and key).
