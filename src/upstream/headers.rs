@@ -237,6 +237,9 @@ pub fn to_upstream(
     request_id: &HeaderValue,
     traceparent: Option<HeaderValue>,
 ) {
+    // Room for every header added below and by the forwarder (Host, credential, subscription
+    // key) at once: the map would otherwise grow, rehashing every field, twice per request.
+    headers.reserve(16);
     let trusted_peer = is_trusted(peer.ip, trusted);
     strip_inbound(headers, trusted_peer);
     headers.remove(header::HOST);
