@@ -79,31 +79,31 @@ impl Record {
 pub fn encode(r: &Record, duration_ms: f64, bytes_in: u64, bytes_out: u64, out: &mut Vec<u8>) {
     let id = r.identity.as_deref();
     let mut w = Fields { out, first: true };
-    w.plain("ts", crate::text::rfc3339_millis(r.ts, &mut [0; 24]));
-    w.str("request_id", Some(r.request_id.to_str().unwrap_or("")));
-    w.str("outcome", Some(r.outcome.as_str()));
-    w.str("reason", r.reason.as_deref());
-    w.uint("status", r.status.into());
-    w.str("method", r.method.as_ref().map(Method::as_str));
-    w.str("route", r.route.as_deref());
-    w.str("path", Some(&r.path));
-    w.str("upstream", r.upstream.as_deref());
-    w.str("issuer", r.issuer.as_deref().or(id.map(|i| &*i.issuer)));
-    w.str("principal", id.and_then(|i| i.principal.as_deref()));
-    w.str("pipeline", id.map(|i| i.pipeline.as_str()));
-    w.str("task", id.and_then(|i| i.task.as_deref()));
-    w.str("run_id", id.and_then(|i| i.run_id.as_deref()));
-    w.num_or_str("try_number", id.and_then(|i| i.try_number.as_deref()));
-    w.num_or_str("map_index", id.and_then(|i| i.map_index.as_deref()));
-    w.str("team", id.and_then(|i| i.team.as_deref()));
-    w.str("jti", id.and_then(|i| i.jti.as_deref()));
-    w.str("pod", r.pod.as_deref().or(id.and_then(|i| i.pod.as_deref())));
-    w.plain("client_ip", crate::text::ip(r.client_ip, &mut [0; crate::text::IP_MAX]));
-    w.float("duration_ms", Some(round3(duration_ms)));
-    w.float("upstream_duration_ms", r.upstream_duration_ms.map(round3));
-    w.uint("bytes_in", bytes_in);
-    w.uint("bytes_out", bytes_out);
-    w.str("trace_id", Some(&r.trace_id));
+    w.plain(b"ts", crate::text::rfc3339_millis(r.ts, &mut [0; 24]));
+    w.str(b"request_id", Some(r.request_id.to_str().unwrap_or("")));
+    w.str(b"outcome", Some(r.outcome.as_str()));
+    w.str(b"reason", r.reason.as_deref());
+    w.uint(b"status", r.status.into());
+    w.str(b"method", r.method.as_ref().map(Method::as_str));
+    w.str(b"route", r.route.as_deref());
+    w.str(b"path", Some(&r.path));
+    w.str(b"upstream", r.upstream.as_deref());
+    w.str(b"issuer", r.issuer.as_deref().or(id.map(|i| &*i.issuer)));
+    w.str(b"principal", id.and_then(|i| i.principal.as_deref()));
+    w.str(b"pipeline", id.map(|i| i.pipeline.as_str()));
+    w.str(b"task", id.and_then(|i| i.task.as_deref()));
+    w.str(b"run_id", id.and_then(|i| i.run_id.as_deref()));
+    w.num_or_str(b"try_number", id.and_then(|i| i.try_number.as_deref()));
+    w.num_or_str(b"map_index", id.and_then(|i| i.map_index.as_deref()));
+    w.str(b"team", id.and_then(|i| i.team.as_deref()));
+    w.str(b"jti", id.and_then(|i| i.jti.as_deref()));
+    w.str(b"pod", r.pod.as_deref().or(id.and_then(|i| i.pod.as_deref())));
+    w.plain(b"client_ip", crate::text::ip(r.client_ip, &mut [0; crate::text::IP_MAX]));
+    w.float(b"duration_ms", Some(round3(duration_ms)));
+    w.float(b"upstream_duration_ms", r.upstream_duration_ms.map(round3));
+    w.uint(b"bytes_in", bytes_in);
+    w.uint(b"bytes_out", bytes_out);
+    w.str(b"trace_id", Some(&r.trace_id));
     w.out.extend_from_slice(b"}\n");
 }
 
@@ -114,14 +114,15 @@ struct Fields<'a> {
 }
 
 impl Fields<'_> {
-    fn key(&mut self, key: &str) {
+    fn key<const N: usize>(&mut self, key: &[u8; N]) {
+        // A key of constant length is copied inline, not through a `memcpy` call.
         self.out.push(if std::mem::take(&mut self.first) { b'{' } else { b',' });
         self.out.push(b'"');
-        self.out.extend_from_slice(key.as_bytes());
+        self.out.extend_from_slice(key);
         self.out.extend_from_slice(b"\":");
     }
 
-    fn str(&mut self, key: &str, value: Option<&str>) {
+    fn str<const N: usize>(&mut self, key: &[u8; N], value: Option<&str>) {
         self.key(key);
         match value {
             Some(v) => string(self.out, v),
@@ -130,20 +131,20 @@ impl Fields<'_> {
     }
 
     /// A string whose text never needs escaping (a timestamp, an address).
-    fn plain(&mut self, key: &str, value: &[u8]) {
+    fn plain<const N: usize>(&mut self, key: &[u8; N], value: &[u8]) {
         self.key(key);
         self.out.push(b'"');
         self.out.extend_from_slice(value);
         self.out.push(b'"');
     }
 
-    fn uint(&mut self, key: &str, value: u64) {
+    fn uint<const N: usize>(&mut self, key: &[u8; N], value: u64) {
         self.key(key);
         self.out.extend_from_slice(itoa::Buffer::new().format(value).as_bytes());
     }
 
     /// A number when the text is an `i64`, else the text.
-    fn num_or_str(&mut self, key: &str, value: Option<&str>) {
+    fn num_or_str<const N: usize>(&mut self, key: &[u8; N], value: Option<&str>) {
         match value.map(|v| (v, v.parse::<i64>())) {
             Some((_, Ok(n))) => {
                 self.key(key);
@@ -154,7 +155,7 @@ impl Fields<'_> {
         }
     }
 
-    fn float(&mut self, key: &str, value: Option<f64>) {
+    fn float<const N: usize>(&mut self, key: &[u8; N], value: Option<f64>) {
         self.key(key);
         match value.filter(|v| v.is_finite()) {
             Some(v) => self.out.extend_from_slice(zmij::Buffer::new().format_finite(v).as_bytes()),
