@@ -38,9 +38,12 @@ PHASES = [
     ("    upstream: forward (URI, headers, credential, transport send, response headers)", [r"^airgate::upstream::Upstream::forward::\{\{closure\}\}$"]),
     ("      upstream headers", [r"^airgate::upstream::headers::to_upstream$"]),
     ("      hyper-util client send_request (TLS/HTTP/2 transport)", [r"^hyper_util::client::legacy::client::Client<C,B>::send_request::\{\{closure\}\}$"]),
+    ("      upstream h1: send (encode the head, write, read and parse the response head)", [r"^airgate::h1::Conn::send::\{\{closure\}\}$"]),
+    ("        encode request head", [r"^airgate::h1::encode_head$"]),
+    ("        parse response head (httparse, framing rules, header map)", [r"^airgate::h1::framing::parse_head$", r"^airgate::h1::framing::Head::into_parts$"]),
     ("  hyper server: read and parse request head", [r"^hyper::proto::h1::conn::Conn<I,B,T>::poll_read_head$"]),
     ("  hyper server: encode response head", [r"^<hyper::proto::h1::role::Server as hyper::proto::h1::Http1Transaction>::encode$"]),
-    ("upstream connection task (hyper h1 client: encode, write, read, parse; the pool's only)", [r"^airgate::upstream::pool::Http1Pool::connect::\{\{closure\}\}::\{\{closure\}\}$"]),
+    ("  upstream h1: response body (read from the socket as hyper's server writes it)", [r"^<airgate::h1::body::ResponseBody as http_body::Body>::poll_frame$"]),
     ("audit: record encoding (writer thread, per record)", [AUDIT]),
     ("malloc + free (everywhere; glibc's, or mimalloc's since it is the global allocator)", [r"^(malloc|free|_int_malloc|_int_free|realloc|_int_realloc|malloc_consolidate|unlink_chunk\.constprop\.0|cfree@GLIBC_2\.2\.5)$", r"^mi_(malloc|zalloc|realloc|free)(_aligned)?$"]),
 ]
