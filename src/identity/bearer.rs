@@ -4,8 +4,11 @@
 use super::{Rejection, reason};
 use http::{HeaderMap, header::AUTHORIZATION};
 
-/// The single bearer token of a request, or why there is none.
-pub(crate) fn extract(headers: &HeaderMap, max_token_bytes: usize) -> Result<&str, Rejection> {
+/// The single bearer token of a request, or why there is none: one header, the `Bearer` scheme,
+/// the size cap. Its characters are not looked at here: a token the verified-token cache holds
+/// passed [`token68`] before it was inserted, and the cache compares byte for byte, so only a
+/// miss needs the check (a refused token is never in the cache, so its reason is the same).
+pub(crate) fn extract(headers: &HeaderMap, max_token_bytes: usize) -> Result<&[u8], Rejection> {
     let mut values = headers.get_all(AUTHORIZATION).iter();
     let Some(value) = values.next() else {
         return Err(Rejection::unauthenticated(reason::MISSING_TOKEN, None, false));
@@ -27,29 +30,35 @@ pub(crate) fn extract(headers: &HeaderMap, max_token_bytes: usize) -> Result<&st
     if !scheme.eq_ignore_ascii_case(b"bearer") {
         return Err(Rejection::unauthenticated(reason::BAD_SCHEME, None, true));
     }
-    let Ok(rest) = std::str::from_utf8(rest) else {
-        return Err(Rejection::unauthenticated(reason::MALFORMED, None, true));
-    };
-    let token = rest.trim_matches(|c| c == ' ' || c == '\t');
+    let blank = |b: &u8| matches!(b, b' ' | b'\t');
+    let start = rest.iter().position(|b| !blank(b)).unwrap_or(rest.len());
+    let end = rest.iter().rposition(|b| !blank(b)).map_or(start, |i| i + 1);
+    let token = &rest[start..end];
     if token.is_empty() {
         return Err(Rejection::unauthenticated(reason::MALFORMED, None, true));
     }
     if token.len() > max_token_bytes {
         return Err(Rejection::unauthenticated(reason::TOKEN_TOO_LARGE, None, true));
     }
-    // token68 as used by compact JWS: base64url characters and the two dots. A branch-free fold
-    // over the bytes (it vectorises; the token is most of the head); only a refused token is
-    // scanned again for the byte that names the reason. A separator inside means a second token.
-    if !token.bytes().fold(true, |ok, b| ok & token68(b)) {
-        let bad = token.bytes().find(|&b| !token68(b)).unwrap_or(0);
-        let reason = if matches!(bad, b' ' | b'\t' | b',') { reason::MULTIPLE_TOKENS } else { reason::MALFORMED };
-        return Err(Rejection::unauthenticated(reason, None, true));
-    }
     Ok(token)
 }
 
+/// The token as text when it is one token68 as compact JWS uses it: base64url characters and the
+/// two dots. A separator inside means a second token. A branch-free fold over the bytes; only a
+/// refused token is scanned again for the byte that names the reason.
+pub(crate) fn token68(token: &[u8]) -> Result<&str, Rejection> {
+    if token.iter().fold(true, |ok, &b| ok & token68_byte(b))
+        && let Ok(text) = std::str::from_utf8(token)
+    {
+        return Ok(text);
+    }
+    let bad = token.iter().copied().find(|&b| !token68_byte(b)).unwrap_or(0);
+    let reason = if matches!(bad, b' ' | b'\t' | b',') { reason::MULTIPLE_TOKENS } else { reason::MALFORMED };
+    Err(Rejection::unauthenticated(reason, None, true))
+}
+
 /// A base64url character or `.`, without branches.
-fn token68(b: u8) -> bool {
+fn token68_byte(b: u8) -> bool {
     ((b | 0x20).wrapping_sub(b'a') < 26) | (b.wrapping_sub(b'0') < 10) | (b == b'-') | (b == b'_') | (b == b'.')
 }
 
@@ -63,7 +72,7 @@ mod tests {
         for v in values {
             h.append(AUTHORIZATION, HeaderValue::from_str(v).unwrap());
         }
-        extract(&h, 100).map(str::to_owned).map_err(|r| r.reason)
+        extract(&h, 100).and_then(token68).map(str::to_owned).map_err(|r| r.reason)
     }
 
     #[test]

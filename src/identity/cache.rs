@@ -70,8 +70,8 @@ impl PodBinding {
     }
 }
 
-/// The cache key: the compact token.
-pub(crate) type Key = Box<str>;
+/// The cache key: the compact token's bytes (looked up before they are checked as text).
+pub(crate) type Key = Box<[u8]>;
 
 struct UntilExp;
 
@@ -106,17 +106,17 @@ impl TokenCache {
     }
 
     /// The entry for `token`, if any (the caller re-checks times and key).
-    pub(crate) fn get(&self, token: &str) -> Option<Arc<Verified>> {
+    pub(crate) fn get(&self, token: &[u8]) -> Option<Arc<Verified>> {
         self.inner.get(token)
     }
 
     /// Remembers a verification of `token`.
     pub(crate) fn insert(&self, token: &str, value: Arc<Verified>) {
-        self.inner.insert(Box::from(token), value);
+        self.inner.insert(Box::from(token.as_bytes()), value);
     }
 
     /// Forgets a token (its key is gone).
-    pub(crate) fn remove(&self, token: &str) {
+    pub(crate) fn remove(&self, token: &[u8]) {
         self.inner.invalidate(token);
     }
 }

@@ -303,6 +303,7 @@ impl Authenticator {
         let verified = match hit {
             Some(v) => v,
             None => {
+                let token = bearer::token68(token)?;
                 let v = Arc::new(self.verify(token, now).await?);
                 // Tokens expiring within the second are not worth remembering.
                 if use_cache && v.times.exp > now {
@@ -363,7 +364,7 @@ impl Authenticator {
     }
 
     /// A cache hit that still holds: inside its window and its key still in the set.
-    fn cached(&self, token: &str, now: u64) -> Option<Arc<cache::Verified>> {
+    fn cached(&self, token: &[u8], now: u64) -> Option<Arc<cache::Verified>> {
         let v = self.cache.get(token)?;
         let rt = self.issuers.get(v.issuer)?;
         if claims::check_window(&v.times, now, rt.config.leeway.as_secs()).is_err() {
