@@ -191,7 +191,7 @@ fn audit_serialise(c: &mut Criterion) {
         pod: None,
         client_ip: "10.1.2.3".parse().unwrap(),
         upstream_duration_ms: Some(12.5),
-        trace_id: "4bf92f3577b34da6a3ce929d0e0e4736".into(),
+        trace_id: airgate::text::TraceId::from_hex(b"4bf92f3577b34da6a3ce929d0e0e4736").unwrap(),
     };
     let mut out = Vec::with_capacity(1024);
     c.bench_function("audit_record_serialise", |b| {

@@ -1,7 +1,7 @@
 //! The audit record: what is known about one request, and its JSON line (contract §7). Never a
 //! token, secret, key or body.
 
-use crate::{error::Outcome, identity::Identity};
+use crate::{error::Outcome, identity::Identity, text::TraceId};
 use http::{HeaderValue, Method};
 use std::{
     borrow::Cow,
@@ -44,7 +44,7 @@ pub struct Record {
     /// Time spent waiting for the upstream's response head.
     pub upstream_duration_ms: Option<f64>,
     /// W3C trace id.
-    pub trace_id: String,
+    pub trace_id: TraceId,
 }
 
 impl Record {
@@ -66,7 +66,7 @@ impl Record {
             pod: None,
             client_ip: IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED),
             upstream_duration_ms: None,
-            trace_id: String::new(),
+            trace_id: TraceId::default(),
         }
     }
 }
@@ -103,7 +103,7 @@ pub fn encode(r: &Record, duration_ms: f64, bytes_in: u64, bytes_out: u64, out: 
     w.float(b"upstream_duration_ms", r.upstream_duration_ms.map(round3));
     w.uint(b"bytes_in", bytes_in);
     w.uint(b"bytes_out", bytes_out);
-    w.str(b"trace_id", Some(&r.trace_id));
+    w.str(b"trace_id", Some(r.trace_id.as_str()));
     w.out.extend_from_slice(b"}\n");
 }
 
@@ -276,7 +276,7 @@ mod tests {
             upstream_duration_ms: r.upstream_duration_ms.map(round3),
             bytes_in,
             bytes_out,
-            trace_id: &r.trace_id,
+            trace_id: r.trace_id.as_str(),
         };
         let mut out = serde_json::to_vec(&line).unwrap();
         out.push(b'\n');
@@ -337,7 +337,7 @@ mod tests {
                 pod: None,
                 client_ip: "2001:db8::1".parse().unwrap(),
                 upstream_duration_ms: Some(1.0 / 3.0),
-                trace_id: "0af7651916cd43dd8448eb211c80319c".into(),
+                trace_id: TraceId::from_hex(b"0af7651916cd43dd8448eb211c80319c").unwrap(),
             };
             for duration in [0.0, 12.3456, 1e-7, 1e21, f64::NAN, f64::INFINITY] {
                 let (ours, theirs) = (encoded(&r, duration, u64::MAX, 7), oracle(&r, duration, u64::MAX, 7));

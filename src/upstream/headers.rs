@@ -5,7 +5,7 @@
 //! headers are set from verified facts only, identity values percent-encoded when not visible
 //! ASCII.
 
-use crate::identity::Identity;
+use crate::{identity::Identity, text::TraceId};
 use http::{HeaderMap, HeaderName, HeaderValue, header};
 use ipnet::IpNet;
 use percent_encoding::{AsciiSet, CONTROLS, utf8_percent_encode};
@@ -311,35 +311,24 @@ pub fn sane_request_id(value: &HeaderValue) -> bool {
 /// A random 128-bit id as 32 lowercase hex digits.
 pub fn new_request_id() -> HeaderValue {
     let mut buf = [0u8; 32];
-    hex_into(&mut buf, fastrand::u128(..));
+    crate::text::hex(&fastrand::u128(..).to_be_bytes(), &mut buf);
     HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
-fn hex_into(out: &mut [u8], mut v: u128) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    for slot in out.iter_mut().rev() {
-        *slot = DIGITS[(v & 0xf) as usize];
-        v >>= 4;
-    }
-}
-
 /// A valid W3C `traceparent` (version 00) is passed through; otherwise a new one is generated.
-/// Returns the header value and its trace id (32 hex digits).
-pub fn traceparent(inbound: Option<&HeaderValue>) -> (HeaderValue, String) {
+/// Returns the header value and its trace id.
+pub fn traceparent(inbound: Option<&HeaderValue>) -> (HeaderValue, TraceId) {
     if let Some(v) = inbound
         && let Ok(s) = v.to_str()
         && valid_traceparent(s)
+        && let Some(id) = TraceId::from_hex(&s.as_bytes()[3..35])
     {
-        return (v.clone(), s[3..35].to_owned());
+        return (v.clone(), id);
     }
+    let id = TraceId::of(fastrand::u128(1..));
     let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    let mut trace = fastrand::u128(..);
-    if trace == 0 {
-        trace = 1;
-    }
-    hex_into(&mut buf[3..35], trace);
-    hex_into(&mut buf[36..52], u128::from(fastrand::u64(1..)));
-    let id = String::from_utf8_lossy(&buf[3..35]).into_owned();
+    id.write(&mut buf[3..35]);
+    crate::text::hex(&fastrand::u64(1..).to_be_bytes(), &mut buf[36..52]);
     (HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("")), id)
 }
 
@@ -526,12 +515,12 @@ mod tests {
         let good = HeaderValue::from_static("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01");
         let (v, id) = traceparent(Some(&good));
         assert_eq!(v, good);
-        assert_eq!(id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(id.as_str(), "4bf92f3577b34da6a3ce929d0e0e4736");
         let bad = HeaderValue::from_static("00-00000000000000000000000000000000-00f067aa0ba902b7-01");
         let (v, id) = traceparent(Some(&bad));
         assert_ne!(v, bad);
         assert!(valid_traceparent(v.to_str().unwrap()), "{v:?}");
-        assert_eq!(id.len(), 32);
+        assert_eq!(id.as_str(), &v.to_str().unwrap()[3..35]);
     }
 
     #[test]
