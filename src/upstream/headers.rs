@@ -128,9 +128,9 @@ const LONGEST: usize = 25;
 const KNOWN: usize = STRIPPED.len() + MANAGED_EXTRA.len();
 
 /// [`STRIPPED`] and [`MANAGED_EXTRA`] (as `Managed`) ordered by length, and for each length the
-/// range of its entries: a name is compared only with the known names as long as it (at most
-/// six), not with all 44 (~290 instructions per header name before).
-const BY_LENGTH: ByLength = by_length();
+/// range of its entries: a name is compared only with the known names as long as it (seven at
+/// most), not with all 44 (~290 instructions per header name before).
+static BY_LENGTH: ByLength = by_length();
 
 /// The known names ordered by length, and the range of each length's entries.
 struct ByLength {
