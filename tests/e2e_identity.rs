@@ -167,8 +167,8 @@ async fn every_invalid_token_is_401_with_a_bearer_challenge_and_a_precise_reason
         ("tampered signature", vec![bearer(&tamper(&good))], "bad_signature"),
         ("two Authorization headers", vec![bearer(&good), bearer(&token("sales_daily"))], "multiple_tokens"),
         ("Basic scheme", vec!["Basic c2FsZXM6aHVudGVyMg==".to_owned()], "bad_scheme"),
-        // The characters are checked only on a cache miss: a valid (cached) token with more after
-        // it is still refused, with the reason of what follows.
+        // A valid token with more after it, in one header: refused for what follows (the
+        // characters are checked on a cache miss, and this is never a hit).
         ("two tokens in one header", vec![format!("Bearer {good} {good}")], "multiple_tokens"),
         ("a byte outside token68", vec![format!("Bearer {good}+")], "malformed"),
     ];

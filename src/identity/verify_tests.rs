@@ -228,6 +228,21 @@ async fn expiry_within_leeway_is_accepted_and_cache_hits_recheck_time() {
 }
 
 #[tokio::test]
+async fn a_cached_token_with_more_after_it_is_refused_for_what_follows() {
+    // The token's characters are checked on a cache miss only: a cached token followed by a
+    // second token or a stray byte is another key, a miss, and refused with its own reason.
+    let f = fixture();
+    let good = f.good();
+    assert!(f.run(&good, &[]).await.is_ok());
+    assert!(f.run(&good, &[]).await.is_ok(), "a hit");
+    assert_eq!(f.reason(&format!("{good} {good}")).await, reason::MULTIPLE_TOKENS);
+    assert_eq!(f.reason(&format!("{good},{good}")).await, reason::MULTIPLE_TOKENS);
+    assert_eq!(f.reason(&format!("{good}+")).await, reason::MALFORMED);
+    assert_eq!(f.reason(&format!("{good}\u{e9}")).await, reason::MALFORMED);
+    assert_eq!(f.reason(&format!("  {good}\t")).await, "accepted", "blanks around it are trimmed");
+}
+
+#[tokio::test]
 async fn hs256_signed_with_the_rsa_public_key_is_refused() {
     let rsa = RsaKeyPair::generate(KeySize::Rsa2048).unwrap();
     let der = AsDer::<aws_lc_rs::encoding::Pkcs8V1Der<'_>>::as_der(&rsa).unwrap();
