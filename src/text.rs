@@ -72,12 +72,14 @@ pub fn rfc3339_millis(t: SystemTime, buf: &mut [u8; 24]) -> &[u8] {
     &buf[..]
 }
 
+/// The lowercase hex digits.
+pub const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 /// `bytes` as lowercase hex into `out` (two digits per byte; `out` is twice as long).
 pub fn hex(bytes: &[u8], out: &mut [u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = DIGITS[usize::from(b >> 4)];
-        pair[1] = DIGITS[usize::from(b & 0xf)];
+        pair[0] = HEX_DIGITS[usize::from(b >> 4)];
+        pair[1] = HEX_DIGITS[usize::from(b & 0xf)];
     }
 }
 

@@ -174,7 +174,7 @@ fn string(out: &mut Vec<u8>, s: &str) {
     if plain {
         out.extend_from_slice(bytes);
     } else {
-        let mut run = 0;
+        let (mut run, mut unicode) = (0, *b"\\u0000");
         for (i, &b) in bytes.iter().enumerate() {
             let escape: &[u8] = match b {
                 b'"' => b"\\\"",
@@ -184,7 +184,10 @@ fn string(out: &mut Vec<u8>, s: &str) {
                 b'\t' => b"\\t",
                 0x08 => b"\\b",
                 0x0c => b"\\f",
-                0..0x20 => &[b'\\', b'u', b'0', b'0', HEX[usize::from(b >> 4)], HEX[usize::from(b & 0xf)]],
+                0..0x20 => {
+                    crate::text::hex(&[b], &mut unicode[4..]);
+                    &unicode
+                }
                 _ => continue,
             };
             out.extend_from_slice(&bytes[run..i]);
@@ -195,8 +198,6 @@ fn string(out: &mut Vec<u8>, s: &str) {
     }
     out.push(b'"');
 }
-
-const HEX: [u8; 16] = *b"0123456789abcdef";
 
 fn round3(v: f64) -> f64 {
     (v * 1000.0).round() / 1000.0
@@ -329,7 +330,7 @@ mod tests {
                 reason: Some(Cow::Owned(awkward.clone())),
                 status: 200,
                 method: Some(Method::PATCH),
-                route: Some(Arc::from("route\u{0}")),
+                route: Some(Arc::from("route\u{0}\u{1f}")),
                 path: format!("/p?q={awkward}"),
                 upstream: Some(Arc::from("up")),
                 issuer: None,

@@ -400,7 +400,7 @@ fn hex(mut n: usize, buf: &mut [u8; 16]) -> &[u8] {
     let mut at = buf.len();
     loop {
         at -= 1;
-        buf[at] = b"0123456789abcdef"[n & 15];
+        buf[at] = crate::text::HEX_DIGITS[n & 15];
         n >>= 4;
         if n == 0 {
             return &buf[at..];
