@@ -89,24 +89,12 @@ pub fn hex(bytes: &[u8], out: &mut [u8]) {
 pub struct TraceId(Option<[u8; 32]>);
 
 impl TraceId {
-    /// The id `id`, as 32 hex digits.
-    pub fn of(id: u128) -> Self {
-        let mut digits = [0; 32];
-        hex(&id.to_be_bytes(), &mut digits);
-        TraceId(Some(digits))
-    }
-
     /// The id whose digits are `hex`, when they are 32 lowercase hex digits (checked without
     /// branches).
     pub fn from_hex(hex: &[u8]) -> Option<Self> {
         let digits: [u8; 32] = hex.try_into().ok()?;
         let ok = digits.iter().fold(true, |ok, &c| ok & ((c.wrapping_sub(b'0') < 10) | (c.wrapping_sub(b'a') < 6)));
         ok.then_some(TraceId(Some(digits)))
-    }
-
-    /// The digits into `out` (32 bytes; `0`s when there is no id).
-    pub fn write(&self, out: &mut [u8]) {
-        out.copy_from_slice(&self.0.unwrap_or([b'0'; 32]));
     }
 
     /// The digits, or `""` when there is no id.
@@ -178,6 +166,5 @@ mod tests {
         assert_eq!(TraceId::from_hex(&id.as_bytes()[1..]), None);
         assert_eq!(TraceId::from_hex(b"4bf92f3577b34da6a3ce929d0e0e473g"), None);
         assert_eq!(TraceId::default().as_str(), "");
-        assert_eq!(TraceId::of(0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736).as_str(), id);
     }
 }

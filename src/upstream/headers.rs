@@ -367,10 +367,10 @@ pub fn traceparent(inbound: Option<&HeaderValue>) -> (HeaderValue, TraceId) {
     {
         return (v.clone(), id);
     }
-    let id = TraceId::of(fastrand::u128(1..));
     let mut buf = *b"00-00000000000000000000000000000000-0000000000000000-01";
-    id.write(&mut buf[3..35]);
+    crate::text::hex(&fastrand::u128(1..).to_be_bytes(), &mut buf[3..35]);
     crate::text::hex(&fastrand::u64(1..).to_be_bytes(), &mut buf[36..52]);
+    let id = TraceId::from_hex(&buf[3..35]).unwrap_or_default();
     (HeaderValue::from_bytes(&buf).unwrap_or_else(|_| HeaderValue::from_static("")), id)
 }
 
