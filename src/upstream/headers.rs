@@ -29,7 +29,6 @@ pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
 
 /// What happens to an inbound header toward the upstream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,7 +37,7 @@ enum Class {
     Hop,
     /// Removed from every request (credentials, assertions, URL and method overrides).
     Always,
-    /// Client-address claims: removed unless the peer is a trusted proxy.
+    /// Client-address claims: removed unless the peer is a trusted proxy (an `_` spelling always).
     Untrusted,
     /// Set or checked by the gateway (or the HTTP library) itself: the `-` spelling is handled
     /// there, an `_` spelling is removed so that no upstream reads it as the real one.
@@ -86,13 +85,14 @@ const STRIPPED: [(&str, Class); 41] = [
     ("x-forwarded-ssl", Class::Untrusted),
     ("x-url-scheme", Class::Untrusted),
     ("front-end-https", Class::Untrusted),
-    // Set by the gateway below or by the HTTP library.
+    // Client-address claims the gateway replaces with its own unless the peer is trusted.
+    ("forwarded", Class::Untrusted),
+    ("x-forwarded-for", Class::Untrusted),
+    ("x-forwarded-proto", Class::Untrusted),
+    ("x-forwarded-host", Class::Untrusted),
+    // Set by the gateway or by the HTTP library.
     ("host", Class::Managed),
     ("content-length", Class::Managed),
-    ("forwarded", Class::Managed),
-    ("x-forwarded-for", Class::Managed),
-    ("x-forwarded-proto", Class::Managed),
-    ("x-forwarded-host", Class::Managed),
     ("x-request-id", Class::Managed),
 ];
 
@@ -105,22 +105,6 @@ const MANAGED_EXTRA: [&str; 3] = ["traceparent", "tracestate", "ocp-apim-subscri
 /// `name` (lowercase, as `HeaderName` stores it) equals `canonical` with `_` read as `-`.
 fn same_name(name: &[u8], canonical: &[u8]) -> bool {
     name.len() == canonical.len() && name.iter().zip(canonical).all(|(n, c)| n == c || (*n == b'_' && *c == b'-'))
-}
-
-/// Removes the `_` spellings of `name`, a header the gateway sets (a custom
-/// `subscription_key_header`): an upstream that reads `_` as `-` must not see the client's value
-/// next to the gateway's. The `-` spelling itself is replaced by the caller's insert; the default
-/// subscription header is already stripped with the other managed names, at no extra cost.
-pub fn remove_underscore_spellings(headers: &mut HeaderMap, name: &HeaderName) {
-    let canonical = name.as_str().as_bytes();
-    if !canonical.contains(&b'-') || MANAGED_EXTRA.iter().any(|m| m.as_bytes() == canonical) {
-        return;
-    }
-    let doomed: smallvec::SmallVec<[HeaderName; 2]> =
-        headers.keys().filter(|k| *k != name && same_name(k.as_str().as_bytes(), canonical)).cloned().collect();
-    for k in doomed {
-        headers.remove(k);
-    }
 }
 
 /// The longest name in [`STRIPPED`] and [`MANAGED_EXTRA`].
@@ -209,20 +193,6 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     remove_where(headers, |_, class| class == Some(Class::Hop));
 }
 
-/// Removes what must not reach the upstream from a request (contract §3): hop-by-hop,
-/// `Proxy-*`, `Authorization`, `X-Airflow-*`, URL and method overrides, client-address claims
-/// unless `trusted_peer`, and `_` spellings of the headers the gateway sets.
-pub fn strip_inbound(headers: &mut HeaderMap, trusted_peer: bool) {
-    remove_where(headers, |name, class| match class {
-        None => false,
-        Some(Class::Hop | Class::Always) => true,
-        // A trusted proxy sets the `-` spelling; an `_` spelling is the client's own (relayed
-        // by the proxy untouched), so it goes even from a trusted peer.
-        Some(Class::Untrusted) => !trusted_peer || name.as_str().contains('_'),
-        Some(Class::Managed) => name.as_str().contains('_'),
-    });
-}
-
 /// Characters of an `X-Airflow-*` value sent percent-encoded: everything outside visible ASCII
 /// (0x21–0x7E; bytes past ASCII are always encoded) and `%` itself.
 const IDENTITY_VALUE: &AsciiSet = &CONTROLS.add(b' ').add(b'%');
@@ -266,69 +236,205 @@ fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
     trusted.iter().any(|net| net.contains(&ip))
 }
 
-/// Rewrites the request headers in place for the upstream.
+/// The upstream request's headers (contract §3), decided once per request: the client's fields
+/// that [`Rewrite::keeps`] passes, then the gateway's own. What goes: hop-by-hop headers and the
+/// names `Connection` lists, `Proxy-*`, `Authorization`, `X-Airflow-*`, URL and method overrides,
+/// client-address claims unless the peer is a trusted proxy, `_` spellings of the names the
+/// gateway manages, and every client value of a name the gateway sets.
 ///
-/// `host` is the inbound authority (Host header or HTTP/2 `:authority`), used for
-/// `X-Forwarded-Host` when the client's own value is not trusted.
-pub fn to_upstream(
-    headers: &mut HeaderMap,
-    identity: &Identity,
-    peer: Peer,
-    trusted: &[IpNet],
-    inbound_host: Option<HeaderValue>,
-    request_id: &HeaderValue,
-    traceparent: Option<HeaderValue>,
-) {
-    // Room for every header added below and by the forwarder (Host, credential, subscription
-    // key) at once: the map would otherwise grow, rehashing every field, twice per request.
-    headers.reserve(16);
-    let trusted_peer = is_trusted(peer.ip, trusted);
-    strip_inbound(headers, trusted_peer);
-    headers.remove(header::HOST);
+/// Two sinks read the one decision: [`Rewrite::apply`] edits a `HeaderMap` (hyper's client, the
+/// in-process transports of the tests), and [`Fields`] streams the fields to the HTTP/1 encoder
+/// without editing any map — a map insert hashes the name and may grow and rehash the table,
+/// ~4 k instructions per request for the dozen fields the gateway sets. The gateway's values are
+/// borrowed where they already exist: the rewrite lives in the request's future, and every byte
+/// of that future is copied when it is boxed.
+#[derive(Debug)]
+pub struct Rewrite<'a> {
+    trusted_peer: bool,
+    /// The client sent `Connection`: the names it lists go too.
+    connection: bool,
+    forwarded_for: HeaderValue,
+    /// `X-Forwarded-Proto` to set (true: `https`), unless a trusted proxy's is kept.
+    forwarded_proto: Option<bool>,
+    forwarded_host: Option<HeaderValue>,
+    request_id: &'a HeaderValue,
+    traceparent: &'a HeaderValue,
+    airflow: &'a [Option<HeaderValue>; 5],
+    /// Set by [`Rewrite::upstream`].
+    host: Option<&'a HeaderValue>,
+    credential: Option<HeaderValue>,
+    subscription: Option<(&'a HeaderName, HeaderValue)>,
+}
 
-    let peer_ip = ip_value(peer.ip);
-    if trusted_peer {
-        let prior: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
-        if prior.is_empty() {
-            headers.insert(X_FORWARDED_FOR, peer_ip);
-        } else {
-            let joined = format!("{}, {}", prior.join(", "), peer.ip);
-            headers.insert(X_FORWARDED_FOR, HeaderValue::from_str(&joined).unwrap_or(peer_ip));
-        }
-    } else {
-        headers.remove(FORWARDED);
-        headers.insert(X_FORWARDED_FOR, peer_ip);
-    }
-    if !trusted_peer || !headers.contains_key(&X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(if peer.tls { "https" } else { "http" }));
-    }
-    if !trusted_peer || !headers.contains_key(&X_FORWARDED_HOST) {
-        match inbound_host {
-            Some(h) => headers.insert(X_FORWARDED_HOST, h),
-            None => headers.remove(X_FORWARDED_HOST),
+impl<'a> Rewrite<'a> {
+    /// The rewrite of a request from `peer` whose inbound headers are `headers`; `inbound_host`
+    /// is its authority (Host or HTTP/2 `:authority`), sent as `X-Forwarded-Host` when the
+    /// client's own value is not trusted. Sets `X-Forwarded-For/Proto/Host`, `X-Request-Id`,
+    /// `traceparent` and the `X-Airflow-*` fields of `identity`; [`Rewrite::upstream`] the rest.
+    pub fn new(
+        headers: &HeaderMap,
+        identity: &'a Identity,
+        peer: Peer,
+        trusted: &[IpNet],
+        inbound_host: Option<HeaderValue>,
+        request_id: &'a HeaderValue,
+        traceparent: &'a HeaderValue,
+    ) -> Self {
+        let trusted_peer = is_trusted(peer.ip, trusted);
+        let connection = headers.contains_key(header::CONNECTION);
+        // A trusted proxy's `-` spellings are kept unless `Connection` lists them.
+        let passed = |name: &HeaderName| {
+            trusted_peer
+                && headers.contains_key(name)
+                && !(connection && listed_in(&headers.get_all(header::CONNECTION), name))
         };
-    }
-
-    headers.insert(X_REQUEST_ID, request_id.clone());
-    if let Some(tp) = traceparent {
-        headers.insert(TRACEPARENT, tp);
-    }
-
-    // Encoded once per identity (so per verified token), then shared by every request it makes.
-    let values = identity.upstream_values.get_or_init(|| {
-        [
-            Some(identity.pipeline.as_str()),
-            identity.task.as_deref(),
-            identity.run_id.as_deref(),
-            identity.try_number.as_deref(),
-            identity.map_index.as_deref(),
-        ]
-        .map(|v| v.and_then(identity_value))
-    });
-    for (name, value) in AIRFLOW_HEADERS.iter().zip(values) {
-        if let Some(value) = value {
-            headers.insert(name.clone(), value.clone());
+        let peer_ip = ip_value(peer.ip);
+        let forwarded_for = if passed(&X_FORWARDED_FOR) {
+            let prior: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
+            HeaderValue::from_str(&format!("{}, {}", prior.join(", "), peer.ip)).unwrap_or(peer_ip)
+        } else {
+            peer_ip
+        };
+        // Encoded once per identity (so per verified token), then shared by every request it makes.
+        let airflow = identity.upstream_values.get_or_init(|| {
+            [
+                Some(identity.pipeline.as_str()),
+                identity.task.as_deref(),
+                identity.run_id.as_deref(),
+                identity.try_number.as_deref(),
+                identity.map_index.as_deref(),
+            ]
+            .map(|v| v.and_then(identity_value))
+        });
+        Rewrite {
+            trusted_peer,
+            connection,
+            forwarded_for,
+            forwarded_proto: (!passed(&X_FORWARDED_PROTO)).then_some(peer.tls),
+            forwarded_host: if passed(&X_FORWARDED_HOST) { None } else { inbound_host },
+            request_id,
+            traceparent,
+            airflow,
+            host: None,
+            credential: None,
+            subscription: None,
         }
+    }
+
+    /// What the upstream itself takes: its `Host`, the gateway's credential, and the
+    /// subscription key header.
+    pub fn upstream(
+        &mut self,
+        host: &'a HeaderValue,
+        credential: Option<HeaderValue>,
+        subscription: Option<(&'a HeaderName, HeaderValue)>,
+    ) {
+        self.host = Some(host);
+        self.credential = credential;
+        self.subscription = subscription;
+    }
+
+    /// Calls `f` with every field the gateway sets.
+    fn each_set(&self, mut f: impl FnMut(&HeaderName, &HeaderValue)) {
+        f(&X_FORWARDED_FOR, &self.forwarded_for);
+        if let Some(tls) = self.forwarded_proto {
+            f(&X_FORWARDED_PROTO, &HeaderValue::from_static(if tls { "https" } else { "http" }));
+        }
+        if let Some(host) = &self.forwarded_host {
+            f(&X_FORWARDED_HOST, host);
+        }
+        f(&X_REQUEST_ID, self.request_id);
+        f(&TRACEPARENT, self.traceparent);
+        for (name, value) in AIRFLOW_HEADERS.iter().zip(self.airflow) {
+            if let Some(value) = value {
+                f(name, value);
+            }
+        }
+        if let Some(host) = self.host {
+            f(&header::HOST, host);
+        }
+        if let Some(credential) = &self.credential {
+            f(&header::AUTHORIZATION, credential);
+        }
+        if let Some((name, value)) = &self.subscription {
+            f(name, value);
+        }
+    }
+
+    /// The gateway sets `name` (one of the managed names; `X-Airflow-*` and `Authorization` go
+    /// by their class anyway). The client's `Host` never passes: it names the gateway.
+    fn sets(&self, name: &HeaderName) -> bool {
+        *name == header::HOST
+            || *name == X_REQUEST_ID
+            || *name == TRACEPARENT
+            || *name == X_FORWARDED_FOR
+            || (*name == X_FORWARDED_PROTO && self.forwarded_proto.is_some())
+            || (*name == X_FORWARDED_HOST && self.forwarded_host.is_some())
+            || self.subscription.as_ref().is_some_and(|(n, _)| *n == name)
+    }
+
+    /// `name` is an `_` spelling of the subscription key header (a custom name: the known ones
+    /// have a class of their own).
+    fn spells_subscription(&self, name: &HeaderName) -> bool {
+        self.subscription.as_ref().is_some_and(|(s, _)| {
+            *s != name && name.as_str().contains('_') && same_name(name.as_str().as_bytes(), s.as_str().as_bytes())
+        })
+    }
+
+    /// The client's field `name` (of the request whose headers are `headers`) goes upstream.
+    pub fn keeps(&self, headers: &HeaderMap, name: &HeaderName) -> bool {
+        let n = name.as_str();
+        let kept = match classify(n) {
+            Some(Class::Hop | Class::Always) => return false,
+            // A trusted proxy sets the `-` spelling; an `_` spelling is the client's own (relayed
+            // by the proxy untouched), so it goes even from a trusted peer.
+            Some(Class::Untrusted) => self.trusted_peer && !n.contains('_') && !self.sets(name),
+            Some(Class::Managed) => !n.contains('_') && !self.sets(name),
+            None => !self.spells_subscription(name) && !self.sets(name),
+        };
+        kept && !(self.connection && listed_in(&headers.get_all(header::CONNECTION), name))
+    }
+
+    /// The rewrite applied to the request's own map: what does not go is removed, what the
+    /// gateway sets is added.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        let doomed: SmallVec<[HeaderName; 8]> = headers.keys().filter(|n| !self.keeps(headers, n)).cloned().collect();
+        for name in doomed {
+            headers.remove(name);
+        }
+        headers.reserve(16);
+        self.each_set(|name, value| {
+            headers.append(name.clone(), value.clone());
+        });
+    }
+
+    /// The fields to send: the client's that go, then the gateway's.
+    pub fn fields<'r>(&'r self, headers: &'r HeaderMap) -> Fields<'r, 'a> {
+        Fields { headers, rewrite: self }
+    }
+}
+
+/// The upstream request's fields, read from the client's map through its [`Rewrite`].
+#[derive(Debug, Clone, Copy)]
+pub struct Fields<'r, 'a> {
+    headers: &'r HeaderMap,
+    rewrite: &'r Rewrite<'a>,
+}
+
+impl crate::h1::Fields for Fields<'_, '_> {
+    fn each(&self, mut f: impl FnMut(&HeaderName, &HeaderValue)) {
+        for (name, value) in self.headers {
+            if self.rewrite.keeps(self.headers, name) {
+                f(name, value);
+            }
+        }
+        self.rewrite.each_set(f);
+    }
+
+    fn has(&self, name: &HeaderName) -> bool {
+        let mut set = false;
+        self.rewrite.each_set(|n, _| set |= n == name);
+        set || (self.headers.contains_key(name) && self.rewrite.keeps(self.headers, name))
     }
 }
 
@@ -403,6 +509,44 @@ mod tests {
         h
     }
 
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    /// The rewrite of `h` for a request of `identity` from `peer` (trusted when in 10.0.0.0/8).
+    fn rewrite_of<'a>(
+        h: &HeaderMap,
+        identity: &'a Identity,
+        peer: &str,
+        inbound_host: Option<&'static str>,
+    ) -> Rewrite<'a> {
+        static R: HeaderValue = HeaderValue::from_static("r");
+        static TRACE: HeaderValue = HeaderValue::from_static(TP);
+        let peer = Peer { ip: peer.parse().unwrap(), tls: false };
+        let trusted: [IpNet; 1] = ["10.0.0.0/8".parse().unwrap()];
+        Rewrite::new(h, identity, peer, &trusted, inbound_host.map(HeaderValue::from_static), &R, &TRACE)
+    }
+
+    /// What reaches the upstream, sorted, from both sinks of the rewrite, which must agree: the
+    /// map edited (hyper's client) and the fields streamed (the HTTP/1 encoder).
+    fn sent(h: HeaderMap, rewrite: Rewrite<'_>) -> Vec<(String, String)> {
+        use crate::h1::Fields as _;
+        let pair = |n: &HeaderName, v: &HeaderValue| (n.as_str().to_owned(), v.to_str().unwrap().to_owned());
+        let mut streamed = Vec::new();
+        rewrite.fields(&h).each(|n, v| streamed.push(pair(n, v)));
+        let mut edited = h;
+        rewrite.apply(&mut edited);
+        let mut applied: Vec<_> = edited.iter().map(|(n, v)| pair(n, v)).collect();
+        streamed.sort();
+        applied.sort();
+        assert_eq!(streamed, applied, "the two sinks disagree");
+        applied
+    }
+
+    fn pairs(expected: &[(&str, &str)]) -> Vec<(String, String)> {
+        let mut v: Vec<_> = expected.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect();
+        v.sort();
+        v
+    }
+
     #[test]
     fn connection_listed_and_proxy_headers_go() {
         let mut h = map(&[
@@ -465,45 +609,94 @@ mod tests {
         for trusted in [false, true] {
             for name in always.iter().chain(&client_address) {
                 for spelling in spellings(name) {
-                    let mut h = map(&[(&spelling, "v"), ("x-keep", "1"), ("x_keep_too", "1")]);
-                    strip_inbound(&mut h, trusted);
-                    let survives = h.keys().any(|k| k.as_str() != "x-keep" && k.as_str() != "x_keep_too");
+                    let h = map(&[(&spelling, "v"), ("x-keep", "1"), ("x_keep_too", "1")]);
+                    let peer = if trusted { "10.0.0.1" } else { "192.0.2.1" };
+                    let identity = Identity { pipeline: "p".into(), ..Identity::default() };
+                    let rewrite = rewrite_of(&h, &identity, peer, None);
+                    let out = sent(h, rewrite);
+                    let survives = out.iter().any(|(n, v)| *n == spelling.to_ascii_lowercase() && v == "v");
                     let should = trusted && client_address.contains(name) && !spelling.contains('_');
-                    assert_eq!(survives, should, "{spelling} (trusted peer: {trusted}): {h:?}");
-                    assert!(h.contains_key("x-keep") && h.contains_key("x_keep_too"), "{spelling}");
+                    assert_eq!(survives, should, "{spelling} (trusted peer: {trusted}): {out:?}");
+                    assert!(out.iter().any(|(n, _)| n == "x-keep") && out.iter().any(|(n, _)| n == "x_keep_too"));
                 }
             }
         }
     }
 
     #[test]
-    fn managed_names_lose_only_their_underscore_spellings() {
-        let mut h = map(&[
+    fn managed_names_lose_their_underscore_spellings_and_set_ones_their_client_values() {
+        let h = map(&[
             ("x-request-id", "abc"),
             ("x_request_id", "evil"),
             ("x_forwarded_for", "203.0.113.1"),
             ("X_Forwarded_Proto", "https"),
+            ("x-forwarded-proto", "https"),
             ("ocp_apim_subscription_key", "stolen"),
             ("content_length", "0"),
-            ("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+            ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"),
+            ("tracestate", "k=v"),
         ]);
-        strip_inbound(&mut h, true);
-        let left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
-        assert_eq!(left, ["x-request-id", "traceparent"], "{h:?}");
+        let identity = Identity { pipeline: "p".into(), ..Identity::default() };
+        let rewrite = rewrite_of(&h, &identity, "10.0.0.1", None);
+        assert_eq!(
+            sent(h, rewrite),
+            pairs(&[
+                ("tracestate", "k=v"),
+                ("traceparent", TP),
+                ("x-airflow-dag-id", "p"),
+                ("x-forwarded-for", "10.0.0.1"),
+                ("x-forwarded-proto", "https"),
+                ("x-request-id", "r"),
+            ])
+        );
+    }
+
+    #[test]
+    fn forwarding_claims_are_replaced_unless_a_trusted_proxy_made_them() {
+        let identity = Identity { pipeline: "p".into(), ..Identity::default() };
+        let claims = [
+            ("host", "client.example"),
+            ("forwarded", "for=203.0.113.9"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-host", "orig.example"),
+            ("x-forwarded-proto", "https"),
+            ("authorization", "Bearer caller"),
+            ("accept", "*/*"),
+        ];
+        let gateway = [("host", "apim.example"), ("authorization", "Bearer gateway")];
+        static UPSTREAM: HeaderValue = HeaderValue::from_static("apim.example");
+        let credential = || Some(HeaderValue::from_static("Bearer gateway"));
+        let base = [("traceparent", TP), ("x-airflow-dag-id", "p"), ("x-request-id", "r"), ("accept", "*/*")];
+
+        let h = map(&claims);
+        let mut rewrite = rewrite_of(&h, &identity, "192.0.2.1", Some("client.example"));
+        rewrite.upstream(&UPSTREAM, credential(), None);
+        let untrusted =
+            [("x-forwarded-for", "192.0.2.1"), ("x-forwarded-proto", "http"), ("x-forwarded-host", "client.example")];
+        assert_eq!(sent(h, rewrite), pairs(&[&base[..], &gateway, &untrusted].concat()));
+
+        // From a trusted proxy: its claims are kept (the address list extended), except one its
+        // own `Connection` lists, which the gateway sets again.
+        let h = map(&[&claims[..], &[("connection", "x-forwarded-proto")]].concat());
+        let mut rewrite = rewrite_of(&h, &identity, "10.0.0.1", Some("client.example"));
+        rewrite.upstream(&UPSTREAM, credential(), None);
+        let trusted = [
+            ("forwarded", "for=203.0.113.9"),
+            ("x-forwarded-for", "203.0.113.9, 10.0.0.1"),
+            ("x-forwarded-host", "orig.example"),
+            ("x-forwarded-proto", "http"),
+        ];
+        assert_eq!(sent(h, rewrite), pairs(&[&base[..], &gateway, &trusted].concat()));
     }
 
     #[test]
     fn underscore_assertions_do_not_reach_the_upstream() {
         let identity = Identity { pipeline: "sales_daily".into(), ..Identity::default() };
-        let mut h = map(&[("X_Airflow_Dag_Id", "finance"), ("X-Airflow_Dag-Id", "finance"), ("x-airflow-team", "x")]);
-        let peer = Peer { ip: "192.0.2.1".parse().unwrap(), tls: false };
-        to_upstream(&mut h, &identity, peer, &[], None, &HeaderValue::from_static("r"), None);
-        let airflow: Vec<(&str, &HeaderValue)> = h
-            .iter()
-            .filter(|(k, _)| k.as_str().replace('_', "-").starts_with("x-airflow-"))
-            .map(|(k, v)| (k.as_str(), v))
-            .collect();
-        assert_eq!(airflow, [("x-airflow-dag-id", &HeaderValue::from_static("sales_daily"))]);
+        let h = map(&[("X_Airflow_Dag_Id", "finance"), ("X-Airflow_Dag-Id", "finance"), ("x-airflow-team", "x")]);
+        let rewrite = rewrite_of(&h, &identity, "192.0.2.1", None);
+        let airflow: Vec<_> =
+            sent(h, rewrite).into_iter().filter(|(k, _)| k.replace('_', "-").starts_with("x-airflow-")).collect();
+        assert_eq!(airflow, pairs(&[("x-airflow-dag-id", "sales_daily")]));
     }
 
     #[test]
@@ -523,23 +716,21 @@ mod tests {
         let identity =
             Identity { pipeline: "ventes d\u{e9}j\u{e0}".into(), task: Some("t 1".into()), ..Identity::default() };
         let mut h = HeaderMap::new();
-        let peer = Peer { ip: "192.0.2.1".parse().unwrap(), tls: false };
-        to_upstream(&mut h, &identity, peer, &[], None, &HeaderValue::from_static("r"), None);
+        rewrite_of(&HeaderMap::new(), &identity, "192.0.2.1", None).apply(&mut h);
         assert_eq!(h["x-airflow-dag-id"], "ventes%20d%C3%A9j%C3%A0");
         assert_eq!(h["x-airflow-task-id"], "t%201");
     }
 
     #[test]
     fn an_identity_built_from_another_is_sent_with_its_own_values() {
-        let peer = Peer { ip: "192.0.2.1".parse().unwrap(), tls: false };
         let first = Identity { pipeline: "team_a".into(), task: Some("t".into()), ..Identity::default() };
         let mut h = HeaderMap::new();
-        to_upstream(&mut h, &first, peer, &[], None, &HeaderValue::from_static("r"), None);
+        rewrite_of(&HeaderMap::new(), &first, "192.0.2.1", None).apply(&mut h);
         assert_eq!(h["x-airflow-dag-id"], "team_a");
         // As `pipeline_from_header` does: the copy must not reuse the values made for `first`.
         let derived = Identity { pipeline: "team_b".into(), ..first.clone() };
         let mut h = HeaderMap::new();
-        to_upstream(&mut h, &derived, peer, &[], None, &HeaderValue::from_static("r"), None);
+        rewrite_of(&HeaderMap::new(), &derived, "192.0.2.1", None).apply(&mut h);
         assert_eq!(h["x-airflow-dag-id"], "team_b");
         assert_eq!(h["x-airflow-task-id"], "t");
     }
@@ -624,16 +815,15 @@ mod tests {
 
     #[test]
     fn a_custom_subscription_header_loses_its_underscore_spellings() {
+        let h =
+            map(&[("x_team_key", "stolen"), ("x-team_key", "stolen"), ("x-team-key", "client"), ("x-teamkey", "kept")]);
+        let identity = Identity { pipeline: "p".into(), ..Identity::default() };
+        let mut rewrite = rewrite_of(&h, &identity, "192.0.2.1", None);
+        static UPSTREAM: HeaderValue = HeaderValue::from_static("apim.example");
         let name = HeaderName::from_static("x-team-key");
-        let mut h = HeaderMap::new();
-        for (k, v) in
-            [("x_team_key", "stolen"), ("x-team_key", "stolen"), ("x-team-key", "client"), ("x-teamkey", "kept")]
-        {
-            h.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_static(v));
-        }
-        remove_underscore_spellings(&mut h, &name);
-        let mut left: Vec<_> = h.iter().map(|(k, v)| (k.as_str(), v.to_str().unwrap())).collect();
-        left.sort_unstable();
-        assert_eq!(left, [("x-team-key", "client"), ("x-teamkey", "kept")]);
+        rewrite.upstream(&UPSTREAM, None, Some((&name, HeaderValue::from_static("gateway"))));
+        let sent: Vec<_> =
+            sent(h, rewrite).into_iter().filter(|(n, _)| n.starts_with("x-team") || n.starts_with("x_team")).collect();
+        assert_eq!(sent, pairs(&[("x-team-key", "gateway"), ("x-teamkey", "kept")]));
     }
 }

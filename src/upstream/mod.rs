@@ -119,18 +119,35 @@ impl Transport {
         Transport::Service(BoxCloneSyncService::new(service.map_err(Into::into)))
     }
 
-    /// Sends one request; a failure says whether connecting failed.
-    async fn send(&self, req: Request<RequestBody>) -> Result<Response<Body>, (BoxError, bool)> {
+    /// Sends one request (`parts` as the client sent them, with the upstream URI, and the
+    /// rewrite of its headers); a failure says whether connecting failed.
+    async fn send(
+        &self,
+        mut parts: request::Parts,
+        rewrite: headers::Rewrite<'_>,
+        body: RequestBody,
+    ) -> Result<Response<Body>, (BoxError, bool)> {
         match self {
-            Transport::Http1(pool) => pool.send(req).await.map(|resp| resp.map(Body::Pooled)),
-            Transport::Pooled(client) => match client.request(req).await {
-                Ok(resp) => Ok(resp.map(Body::Upstream)),
-                Err(e) => {
-                    let connect = e.is_connect();
-                    Err((Box::new(e), connect))
+            Transport::Http1(pool) => {
+                // Written straight from the client's map through the rewrite: no map is edited.
+                let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+                let fields = rewrite.fields(&parts.headers);
+                pool.exchange(&parts.method, target, &fields, body).await.map(|resp| resp.map(Body::Pooled))
+            }
+            Transport::Pooled(client) => {
+                rewrite.apply(&mut parts.headers);
+                match client.request(Request::from_parts(parts, body)).await {
+                    Ok(resp) => Ok(resp.map(Body::Upstream)),
+                    Err(e) => {
+                        let connect = e.is_connect();
+                        Err((Box::new(e), connect))
+                    }
                 }
-            },
-            Transport::Service(service) => service.clone().oneshot(req).await.map_err(|e| (e, false)),
+            }
+            Transport::Service(service) => {
+                rewrite.apply(&mut parts.headers);
+                service.clone().oneshot(Request::from_parts(parts, body)).await.map_err(|e| (e, false))
+            }
         }
     }
 }
@@ -248,28 +265,23 @@ impl Upstream {
             .build()
             .map_err(|_| ForwardError::Unrepresentable)?;
         parts.version = Version::HTTP_11;
-        headers::to_upstream(
-            &mut parts.headers,
+        let mut rewrite = headers::Rewrite::new(
+            &parts.headers,
             permit.identity(),
             fwd.peer,
             fwd.trusted_proxies,
             inbound_host,
             fwd.request_id,
-            Some(fwd.traceparent.clone()),
+            &fwd.traceparent,
         );
-        parts.headers.insert(header::HOST, self.host.clone());
-        if let Some(mut bearer) = bearer {
+        let credential = bearer.map(|mut bearer| {
             bearer.set_sensitive(true);
-            parts.headers.insert(header::AUTHORIZATION, bearer);
-        }
-        if let Some((name, value)) = self.subscription.as_ref().and_then(|s| s.header()) {
-            headers::remove_underscore_spellings(&mut parts.headers, name);
-            parts.headers.insert(name.clone(), value);
-        }
+            bearer
+        });
+        rewrite.upstream(&self.host, credential, self.subscription.as_ref().and_then(|s| s.header()));
 
         let started = Instant::now();
-        let sent =
-            tokio::time::timeout(self.config.timeout, self.transport.send(Request::from_parts(parts, body))).await;
+        let sent = tokio::time::timeout(self.config.timeout, self.transport.send(parts, rewrite, body)).await;
         let result = match sent {
             Err(_) => Err(timed_out(fwd.counters)),
             Ok(Err((e, _))) if fwd.counters.too_large.load(Ordering::Relaxed) || has_source::<BodyTooLarge>(&*e) => {

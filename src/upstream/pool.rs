@@ -19,9 +19,9 @@
 
 use crate::{
     body::{BoxError, RequestBody},
-    h1::{Conn, Failed, GiveBack, ResponseBody},
+    h1::{Conn, Failed, Fields, GiveBack, ResponseBody},
 };
-use http::{Request, Response, Uri};
+use http::{Method, Request, Response, Uri};
 use hyper_util::client::legacy::connect::HttpConnector;
 use std::{
     fmt,
@@ -82,17 +82,30 @@ impl Http1Pool {
     /// a new one when none is idle.
     pub async fn send(self: &Arc<Self>, req: Request<RequestBody>) -> Result<Response<ResponseBody>, SendError> {
         let (parts, body) = req.into_parts();
+        let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+        self.exchange(&parts.method, target, &parts.headers, body).await
+    }
+
+    /// Sends a request head given as its parts (`target` in origin form) as [`Http1Pool::send`]
+    /// does.
+    pub async fn exchange(
+        self: &Arc<Self>,
+        method: &Method,
+        target: &str,
+        fields: &impl Fields,
+        body: RequestBody,
+    ) -> Result<Response<ResponseBody>, SendError> {
         let conn = match self.checkout() {
             Some(conn) => conn,
             None => self.connect().await?,
         };
-        let failed = match conn.send(&parts, body).await {
+        let failed = match conn.send(method, target, fields, body).await {
             Ok(resp) => return Ok(self.lease(resp)),
             Err(failed) => failed,
         };
         match failed {
             // The idle connection was closed under the request: once more, on a new one.
-            Failed { retry: Some(body), .. } => match self.connect().await?.send(&parts, body).await {
+            Failed { retry: Some(body), .. } => match self.connect().await?.send(method, target, fields, body).await {
                 Ok(resp) => Ok(self.lease(resp)),
                 Err(failed) => Err((Box::new(failed.error), false)),
             },
