@@ -393,6 +393,11 @@ impl Authenticator {
     ) -> Result<Arc<Identity>, Rejection> {
         let name = &issuer.name;
         if !from_header {
+            // Most requests assert nothing: one pass over the names instead of five lookups
+            // (each hashes an `x-airflow-*` name, ~1.1 k instructions per request together).
+            if !headers.keys().any(|k| k.as_str().starts_with("x-airflow-")) {
+                return Ok(Arc::clone(identity));
+            }
             let asserted = [
                 (X_DAG, Some(identity.pipeline.as_str())),
                 (X_TASK, identity.task.as_deref()),
