@@ -164,33 +164,32 @@ fn classify(name: &str) -> Option<Class> {
     BY_LENGTH.names[start..end].iter().find(|(c, _)| same_name(n, c.as_bytes())).map(|(_, class)| *class)
 }
 
-/// `name` is listed in one of the `Connection` header values.
-fn listed_in(connection: &http::header::GetAll<'_, HeaderValue>, name: &HeaderName) -> bool {
+/// `name` is listed in one of the `Connection` values of `headers`; `connection` says whether
+/// there are any (read once per message, so a message without `Connection` pays no lookup per name).
+fn listed(headers: &HeaderMap, connection: bool, name: &HeaderName) -> bool {
     connection
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|listed| listed.trim().eq_ignore_ascii_case(name.as_str()))
 }
 
-/// Removes every header `doomed` picks and every name listed in `Connection`. The names are
-/// gathered first (listed names must be read before `Connection` goes); a handful fit on the
-/// stack, so a usual request allocates nothing here.
-fn remove_where(headers: &mut HeaderMap, doomed: impl Fn(&HeaderName, Option<Class>) -> bool) {
-    let connection = headers.get_all(header::CONNECTION);
-    let names: SmallVec<[HeaderName; 8]> = headers
-        .keys()
-        .filter(|name| doomed(name, classify(name.as_str())) || listed_in(&connection, name))
-        .cloned()
-        .collect();
-    for name in names {
+/// Removes every field whose name `keeps` refuses. The names are gathered first (`keeps` may
+/// read `Connection`, which may itself go); a handful fit on the stack, so a usual message
+/// allocates nothing here.
+fn retain_names(headers: &mut HeaderMap, keeps: impl Fn(&HeaderMap, &HeaderName) -> bool) {
+    let doomed: SmallVec<[HeaderName; 8]> = headers.keys().filter(|n| !keeps(headers, n)).cloned().collect();
+    for name in doomed {
         headers.remove(name);
     }
 }
 
 /// Removes hop-by-hop headers, including every name listed in `Connection`, and `Proxy-*`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    remove_where(headers, |_, class| class == Some(Class::Hop));
+    let connection = headers.contains_key(header::CONNECTION);
+    retain_names(headers, |h, name| classify(name.as_str()) != Some(Class::Hop) && !listed(h, connection, name));
 }
 
 /// Characters of an `X-Airflow-*` value sent percent-encoded: everything outside visible ASCII
@@ -283,11 +282,8 @@ impl<'a> Rewrite<'a> {
         let trusted_peer = is_trusted(peer.ip, trusted);
         let connection = headers.contains_key(header::CONNECTION);
         // A trusted proxy's `-` spellings are kept unless `Connection` lists them.
-        let passed = |name: &HeaderName| {
-            trusted_peer
-                && headers.contains_key(name)
-                && !(connection && listed_in(&headers.get_all(header::CONNECTION), name))
-        };
+        let passed =
+            |name: &HeaderName| trusted_peer && headers.contains_key(name) && !listed(headers, connection, name);
         let peer_ip = ip_value(peer.ip);
         let forwarded_for = if passed(&X_FORWARDED_FOR) {
             let prior: Vec<&str> = headers.get_all(&X_FORWARDED_FOR).iter().filter_map(|v| v.to_str().ok()).collect();
@@ -392,16 +388,14 @@ impl<'a> Rewrite<'a> {
             Some(Class::Managed) => !n.contains('_') && !self.sets(name),
             None => !self.spells_subscription(name) && !self.sets(name),
         };
-        kept && !(self.connection && listed_in(&headers.get_all(header::CONNECTION), name))
+        kept && !listed(headers, self.connection, name)
     }
 
     /// The rewrite applied to the request's own map: what does not go is removed, what the
     /// gateway sets is added.
     pub fn apply(&self, headers: &mut HeaderMap) {
-        let doomed: SmallVec<[HeaderName; 8]> = headers.keys().filter(|n| !self.keeps(headers, n)).cloned().collect();
-        for name in doomed {
-            headers.remove(name);
-        }
+        retain_names(headers, |h, name| self.keeps(h, name));
+        // Room for every field the gateway sets (at most 13) at once.
         headers.reserve(16);
         self.each_set(|name, value| {
             headers.append(name.clone(), value.clone());
