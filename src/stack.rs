@@ -275,7 +275,7 @@ impl Gateway {
         };
 
         // 5. Forward.
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let body = RequestBody::new((!body.is_end_stream()).then_some(body), server.max_request_body, counters.clone());
         let fwd = Forwarding {
             peer: headers::Peer { ip: conn.peer.ip(), tls: conn.tls },
@@ -285,7 +285,7 @@ impl Gateway {
             counters,
         };
         let started = Instant::now();
-        let sent = upstream.forward(&permit, route, parts, body, &fwd).await;
+        let sent = upstream.forward(&permit, route, &mut parts, body, &fwd).await;
         record.upstream_duration_ms = Some(started.elapsed().as_secs_f64() * 1000.0);
         let mut resp = sent?;
         if let Some(quota) = quota {

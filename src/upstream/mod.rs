@@ -121,10 +121,13 @@ impl Transport {
 
     /// Sends one request (`parts` as the client sent them, with the upstream URI, and the
     /// rewrite of its headers); a failure says whether connecting failed.
+    ///
+    /// Both are borrowed: this future is nested in every request's, which is moved whole at
+    /// each level of nesting, so what it holds by value is copied several times per request.
     async fn send(
         &self,
-        mut parts: request::Parts,
-        rewrite: headers::Rewrite<'_>,
+        parts: &mut request::Parts,
+        rewrite: &headers::Rewrite<'_>,
         body: RequestBody,
     ) -> Result<Response<Body>, (BoxError, bool)> {
         match self {
@@ -136,7 +139,7 @@ impl Transport {
             }
             Transport::Pooled(client) => {
                 rewrite.apply(&mut parts.headers);
-                match client.request(Request::from_parts(parts, body)).await {
+                match client.request(Request::from_parts(take_parts(parts), body)).await {
                     Ok(resp) => Ok(resp.map(Body::Upstream)),
                     Err(e) => {
                         let connect = e.is_connect();
@@ -146,7 +149,7 @@ impl Transport {
             }
             Transport::Service(service) => {
                 rewrite.apply(&mut parts.headers);
-                service.clone().oneshot(Request::from_parts(parts, body)).await.map_err(|e| (e, false))
+                service.clone().oneshot(Request::from_parts(take_parts(parts), body)).await.map_err(|e| (e, false))
             }
         }
     }
@@ -243,12 +246,13 @@ impl Upstream {
     }
 
     /// Sends the request upstream with the gateway's credential. Takes a [`Permit`]: nothing is
-    /// forwarded without an authorised identity.
+    /// forwarded without an authorised identity. `parts` are the client's, rewritten in place
+    /// for the upstream (borrowed, like [`Transport::send`]'s, to keep this future small).
     pub async fn forward(
         &self,
         permit: &Permit,
         route: &Route,
-        mut parts: request::Parts,
+        parts: &mut request::Parts,
         body: RequestBody,
         fwd: &Forwarding<'_>,
     ) -> Result<Response<Body>, ForwardError> {
@@ -281,7 +285,7 @@ impl Upstream {
         rewrite.upstream(&self.host, credential, self.subscription.as_ref().and_then(|s| s.header()));
 
         let started = Instant::now();
-        let sent = tokio::time::timeout(self.config.timeout, self.transport.send(parts, rewrite, body)).await;
+        let sent = tokio::time::timeout(self.config.timeout, self.transport.send(parts, &rewrite, body)).await;
         let result = match sent {
             Err(_) => Err(timed_out(fwd.counters)),
             Ok(Err((e, _))) if fwd.counters.too_large.load(Ordering::Relaxed) || has_source::<BodyTooLarge>(&*e) => {
@@ -316,6 +320,12 @@ impl Upstream {
         headers::strip_hop_by_hop(resp.headers_mut());
         Ok(resp)
     }
+}
+
+/// The request's parts, moved out for a transport that takes a whole [`Request`] (nothing reads
+/// them after sending; an empty `GET /` is left in their place).
+fn take_parts(parts: &mut request::Parts) -> request::Parts {
+    std::mem::replace(parts, Request::new(()).into_parts().0)
 }
 
 /// The answer when a deadline passed while forwarding: the client's fault (408) when the
