@@ -1,7 +1,12 @@
 //! What one client connection may hold (contract §3 "Connections"): a complete request head
 //! within `header_read_timeout` of being accepted, and no connection kept without an open
-//! request for longer than `idle_timeout` (HTTP/2: closed with GOAWAY). Also tells which
-//! connection errors were requests refused by hyper's own parser, so they can be audited.
+//! request for longer than `header_read_timeout` (HTTP/1 keep-alive) or `idle_timeout` (HTTP/2:
+//! closed with GOAWAY). Also tells which connection errors were requests refused by hyper's own
+//! parser, so they can be audited.
+//!
+//! hyper's own HTTP/1 `header_read_timeout` is off: it arms a boxed timer for every keep-alive
+//! request head (a clock read, an allocation, a timer-wheel insert and removal per request),
+//! where this schedule's one timer per connection is only looked at when it fires.
 //!
 //! The rules are a pure schedule ([`Schedule::next`]); [`drive`] runs a connection future
 //! against it; [`Tracker`] is what the request path touches — one counter increment when a
@@ -16,7 +21,7 @@ use std::{
     pin::Pin,
     sync::{
         Arc,
-        atomic::{AtomicU32, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
     },
     task::{Context, Poll},
     time::Duration,
@@ -38,8 +43,21 @@ pub struct Schedule {
     pub accepted: Instant,
     /// `header_read_timeout`: the first complete request head must arrive by `accepted + head`.
     pub head: Duration,
-    /// `idle_timeout`: longest time without an open request.
+    /// `idle_timeout`: longest time an HTTP/2 connection may go without an open request (an
+    /// HTTP/1 one gets `head`: its next request head is due within `header_read_timeout`).
     pub idle: Duration,
+}
+
+/// What the connection holds now, as its [`Tracker`] saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State {
+    /// Requests open now.
+    pub open: u32,
+    /// When none is open: time after accept when the last one finished; `None` before the
+    /// first request head.
+    pub idle_since: Option<Duration>,
+    /// The connection's requests are HTTP/2.
+    pub http2: bool,
 }
 
 /// What the connection's timer should do next.
@@ -60,17 +78,18 @@ impl Schedule {
         self.accepted + self.head.min(self.idle)
     }
 
-    /// The decision at `now`, given `open` requests and, when none is open, `idle_since` (time
-    /// after accept when the last one finished; `None` before the first request head).
-    pub fn next(&self, now: Instant, open: u32, idle_since: Option<Duration>) -> Next {
+    /// The decision at `now`, given what the connection holds.
+    pub fn next(&self, now: Instant, state: State) -> Next {
+        let State { open, idle_since, http2 } = state;
         let Some(idle_since) = idle_since.or((open > 0).then_some(Duration::ZERO)) else {
             let at = self.accepted + self.head;
             return if now >= at { Next::HeadTimeout } else { Next::At(at) };
         };
+        let idle = if http2 { self.idle } else { self.head };
         if open > 0 {
-            return Next::At(now + self.idle);
+            return Next::At(now + idle);
         }
-        let at = self.accepted + idle_since + self.idle;
+        let at = self.accepted + idle_since + idle;
         if now >= at { Next::Idle } else { Next::At(at) }
     }
 }
@@ -88,28 +107,43 @@ struct Shared {
     /// Nanoseconds after accept when the open count last fell to zero; [`NEVER`] before the
     /// first request.
     idle_since: AtomicU64,
+    /// A request on this connection was HTTP/2.
+    http2: AtomicBool,
 }
 
 impl Tracker {
     /// A tracker for a connection accepted at `accepted`.
     pub fn new(accepted: Instant) -> Self {
-        Tracker { shared: Arc::new(Shared { accepted, open: AtomicU32::new(0), idle_since: AtomicU64::new(NEVER) }) }
+        Tracker {
+            shared: Arc::new(Shared {
+                accepted,
+                open: AtomicU32::new(0),
+                idle_since: AtomicU64::new(NEVER),
+                http2: AtomicBool::new(false),
+            }),
+        }
     }
 
-    /// A request head arrived: the connection is busy until the returned guard is dropped.
-    pub fn open(&self) -> StreamGuard {
+    /// A request head arrived (`http2`: as an HTTP/2 stream): the connection is busy until the
+    /// returned guard is dropped.
+    pub fn open(&self, http2: bool) -> StreamGuard {
         let s = &self.shared;
         s.open.fetch_add(1, Ordering::Relaxed);
         if s.idle_since.load(Ordering::Relaxed) == NEVER {
             s.idle_since.store(0, Ordering::Relaxed);
+            s.http2.store(http2, Ordering::Relaxed);
         }
         StreamGuard { shared: self.shared.clone() }
     }
 
-    fn state(&self) -> (u32, Option<Duration>) {
-        let open = self.shared.open.load(Ordering::Relaxed);
-        let since = self.shared.idle_since.load(Ordering::Relaxed);
-        (open, (since != NEVER).then(|| Duration::from_nanos(since)))
+    fn state(&self) -> State {
+        let s = &self.shared;
+        let since = s.idle_since.load(Ordering::Relaxed);
+        State {
+            open: s.open.load(Ordering::Relaxed),
+            idle_since: (since != NEVER).then(|| Duration::from_nanos(since)),
+            http2: s.http2.load(Ordering::Relaxed),
+        }
     }
 }
 
@@ -206,16 +240,16 @@ where
             done = conn.as_mut() => return Ended::Finished(done),
             () = &mut timer, if timer_armed => {
                 let now = Instant::now();
-                let (open, idle_since) = tracker.state();
+                let state = tracker.state();
                 if let Some(why) = closing {
-                    if open == 0 {
+                    if state.open == 0 {
                         return Ended::Dropped(why);
                     }
                     // A request slipped in while closing: let it finish like a drained one.
                     timer_armed = false;
                     continue;
                 }
-                match schedule.next(now, open, idle_since) {
+                match schedule.next(now, state) {
                     Next::At(at) => timer.as_mut().reset(at),
                     why @ (Next::HeadTimeout | Next::Idle) => {
                         graceful(conn.as_mut());
@@ -285,20 +319,28 @@ mod tests {
         Schedule { accepted: Instant::now(), head: Duration::from_secs(10), idle: Duration::from_secs(60) }
     }
 
+    fn st(open: u32, idle_since: Option<Duration>, http2: bool) -> State {
+        State { open, idle_since, http2 }
+    }
+
     #[tokio::test(start_paused = true)]
     async fn the_first_head_is_due_within_the_head_timeout_of_accept() {
         let s = schedule();
-        assert_eq!(s.next(s.accepted, 0, None), Next::At(s.accepted + s.head));
-        assert_eq!(s.next(s.accepted + s.head, 0, None), Next::HeadTimeout);
+        for http2 in [false, true] {
+            assert_eq!(s.next(s.accepted, st(0, None, http2)), Next::At(s.accepted + s.head));
+            assert_eq!(s.next(s.accepted + s.head, st(0, None, http2)), Next::HeadTimeout);
+        }
         // Once a request arrived the head deadline no longer applies.
-        assert_eq!(s.next(s.accepted + s.head, 1, None), Next::At(s.accepted + s.head + s.idle));
+        let now = s.accepted + s.head;
+        assert_eq!(s.next(now, st(1, None, true)), Next::At(now + s.idle));
+        assert_eq!(s.next(now, st(1, None, false)), Next::At(now + s.head));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_first_look_is_at_the_earlier_of_both_timeouts() {
         let s = Schedule { idle: Duration::from_secs(1), ..schedule() };
         assert_eq!(s.first(), s.accepted + s.idle);
-        assert_eq!(s.next(s.first(), 0, None), Next::At(s.accepted + s.head));
+        assert_eq!(s.next(s.first(), st(0, None, false)), Next::At(s.accepted + s.head));
         assert_eq!(schedule().first(), s.accepted + s.head);
     }
 
@@ -306,26 +348,53 @@ mod tests {
     async fn idle_counts_from_when_the_last_request_finished() {
         let s = schedule();
         let since = Duration::from_secs(30);
-        assert_eq!(s.next(s.accepted + since, 0, Some(since)), Next::At(s.accepted + since + s.idle));
-        assert_eq!(s.next(s.accepted + since + s.idle, 0, Some(since)), Next::Idle);
+        // HTTP/2: `idle_timeout` without an open stream.
+        assert_eq!(s.next(s.accepted + since, st(0, Some(since), true)), Next::At(s.accepted + since + s.idle));
+        assert_eq!(s.next(s.accepted + since + s.idle, st(0, Some(since), true)), Next::Idle);
+        // HTTP/1 keep-alive: the next head is due within `header_read_timeout`.
+        assert_eq!(s.next(s.accepted + since, st(0, Some(since), false)), Next::At(s.accepted + since + s.head));
+        assert_eq!(s.next(s.accepted + since + s.head, st(0, Some(since), false)), Next::Idle);
         // An open request keeps the connection however long ago the last one ended.
         let late = s.accepted + Duration::from_secs(600);
-        assert_eq!(s.next(late, 2, Some(since)), Next::At(late + s.idle));
+        assert_eq!(s.next(late, st(2, Some(since), true)), Next::At(late + s.idle));
+        assert_eq!(s.next(late, st(2, Some(since), false)), Next::At(late + s.head));
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_tracker_records_when_the_connection_turned_idle() {
         let t = Tracker::new(Instant::now());
-        assert_eq!(t.state(), (0, None));
-        let a = t.open();
-        let b = t.open();
-        assert_eq!(t.state(), (2, Some(Duration::ZERO)));
+        assert_eq!(t.state(), st(0, None, false));
+        let a = t.open(true);
+        let b = t.open(true);
+        assert_eq!(t.state(), st(2, Some(Duration::ZERO), true));
         tokio::time::advance(Duration::from_secs(5)).await;
         drop(a);
-        assert_eq!(t.state(), (1, Some(Duration::ZERO)));
+        assert_eq!(t.state(), st(1, Some(Duration::ZERO), true));
         tokio::time::advance(Duration::from_secs(2)).await;
         drop(b);
-        assert_eq!(t.state(), (0, Some(Duration::from_secs(7))));
+        assert_eq!(t.state(), st(0, Some(Duration::from_secs(7)), true));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_idle_http1_connection_is_shut_down_at_the_head_timeout() {
+        let s = Schedule { accepted: Instant::now(), head: Duration::from_secs(1), idle: Duration::from_secs(60) };
+        let t = Tracker::new(s.accepted);
+        let (_tx, rx) = watch::channel(false);
+        // One request that ends after 3 s, then nothing.
+        let guard = t.open(false);
+        let release = async {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            drop(guard);
+            std::future::pending::<Result<(), ()>>().await
+        };
+        let shut = std::cell::Cell::new(None);
+        let ended = drive(release, |_| shut.set(Some(Instant::now())), s, &t, rx).await;
+        assert!(matches!(ended, Ended::Dropped(Next::Idle)), "{ended:?}");
+        // Closed within one head timeout of turning idle (the timer looks once a head timeout
+        // after each look while the request was open), not after `idle_timeout`.
+        let shut = shut.get().expect("never shut down");
+        assert!(shut >= s.accepted + Duration::from_secs(4), "{:?}", shut - s.accepted);
+        assert!(shut <= s.accepted + Duration::from_secs(5), "{:?}", shut - s.accepted);
     }
 
     #[tokio::test(start_paused = true)]
@@ -344,7 +413,7 @@ mod tests {
     async fn a_busy_connection_is_not_closed_for_idleness() {
         let s = Schedule { accepted: Instant::now(), head: Duration::from_secs(1), idle: Duration::from_secs(5) };
         let t = Tracker::new(s.accepted);
-        let guard = t.open();
+        let guard = t.open(false);
         let (_tx, rx) = watch::channel(false);
         let conn = async {
             tokio::time::sleep(Duration::from_secs(60)).await;

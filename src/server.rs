@@ -7,7 +7,7 @@ use crate::{
     stack::{ConnInfo, Gateway},
     tls,
 };
-use http::{HeaderName, header};
+use http::{HeaderName, Request, Version, header};
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -37,8 +37,9 @@ fn builder(settings: &config::Server) -> auto::Builder<TokioExecutor> {
     // max_header_bytes so that the gateway's own check answers with problem+json first.
     let buf = (settings.max_header_bytes * 2 + 16 * 1024).max(8 * 1024);
     b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_read_timeout)
+        // Off: `conn::drive` enforces header_read_timeout for the first head and between
+        // keep-alive requests with one timer per connection (see src/conn.rs).
+        .header_read_timeout(None::<Duration>)
         .max_buf_size(buf)
         .max_headers(256)
         .keep_alive(true);
@@ -142,10 +143,10 @@ async fn serve_conn<IO>(
         .service_fn({
             let gateway = gateway.clone();
             let tracker = tracker.clone();
-            move |req| {
+            move |req: Request<hyper::body::Incoming>| {
                 let gateway = gateway.clone();
                 // Counted open from the moment its head arrived until its response body is done.
-                let open = tracker.open();
+                let open = tracker.open(req.version() == Version::HTTP_2);
                 // Boxed: hyper keeps a slot the size of this future for every connection, busy or
                 // idle (its h1 dispatcher's `in_flight`), and the request path's future is ~5 KiB;
                 // boxed, an idle connection holds a pointer and a request pays one allocation.

@@ -195,6 +195,68 @@ async fn a_dripped_head_is_cut_at_the_deadline() {
     assert!(dripped >= Duration::from_millis(800), "cut before the deadline: {dripped:?}");
 }
 
+/// Reads one complete response with a `content-length` body (enough for the test upstream's).
+async fn read_response(s: &mut TcpStream) -> String {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&got).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            let length = text[..end]
+                .lines()
+                .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(0);
+            if got.len() >= end + 4 + length {
+                return text;
+            }
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+        assert!(n > 0, "closed before the response was complete: {text}");
+        got.extend_from_slice(&buf[..n]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http1_keep_alive_connection_is_closed_after_the_head_timeout() {
+    let up = upstream().await;
+    // idle_timeout is HTTP/2's: an HTTP/1 connection must not get its 60 s.
+    let gw = gateway_with("header_read_timeout = \"1s\"\nidle_timeout = \"60s\"", &up.url()).await;
+    let keep_alive = authed_get("/reports/x").replace("connection: close\r\n", "");
+    let mut s = TcpStream::connect(gw.running.proxy_addr).await.unwrap();
+    // Two requests on the connection, the second 600 ms after the first: a connection in use is
+    // kept whatever its age.
+    for _ in 0..2 {
+        s.write_all(keep_alive.as_bytes()).await.unwrap();
+        let resp = read_response(&mut s).await;
+        assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+        tokio::time::sleep(Duration::from_millis(600)).await;
+    }
+    // Then silence: closed about one head timeout after the last response.
+    let open = closed_within(&mut s, Duration::from_secs(5)).await.expect("idle keep-alive connection kept");
+    assert!(open >= Duration::from_millis(200), "closed {open:?} after 600 ms of idleness");
+    assert!(open < Duration::from_secs(3), "an idle HTTP/1 connection was kept {open:?} more");
+
+    // A second head dripped on a kept-alive connection is cut like a first one.
+    let mut s = TcpStream::connect(gw.running.proxy_addr).await.unwrap();
+    s.write_all(keep_alive.as_bytes()).await.unwrap();
+    assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
+    s.write_all(b"GET /reports/x HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let started = Instant::now();
+    for _ in 0..50 {
+        if s.write_all(b"x").await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            break;
+        }
+    }
+    let dripped = started.elapsed();
+    assert!(dripped < Duration::from_secs(3), "the dripped second head was kept for {dripped:?}");
+    assert!(dripped >= Duration::from_millis(600), "cut before the deadline: {dripped:?}");
+}
+
 fn tls_config(pki: &Pki, dir: &std::path::Path) -> String {
     std::fs::write(dir.join("tls.crt"), &pki.cert_pem).unwrap();
     std::fs::write(dir.join("tls.key"), &pki.key_pem).unwrap();
