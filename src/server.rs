@@ -41,7 +41,9 @@ fn builder(settings: &config::Server) -> auto::Builder<TokioExecutor> {
         // keep-alive requests with one timer per connection (see src/conn.rs).
         .header_read_timeout(None::<Duration>)
         .max_buf_size(buf)
-        .max_headers(256)
+        // Envoy's and HAProxy's default too. Above hyper's inline 100, every parse would
+        // allocate two arrays of that many entries (2 × 8 KiB per request at 256).
+        .max_headers(100)
         .keep_alive(true);
     b.http2()
         .timer(TokioTimer::new())
