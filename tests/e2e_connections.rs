@@ -169,28 +169,30 @@ async fn silent_plain_connections_lose_their_slots_at_the_head_deadline() {
     assert_eq!(lines[0]["status"], 200);
 }
 
+/// Starts a request head and drips it a byte every 200 ms (bounded: the gateway must cut it long
+/// before the loop ends); returns how long the gateway kept reading it.
+async fn drip_head(s: &mut TcpStream) -> Duration {
+    s.write_all(b"GET /reports/x HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let started = Instant::now();
+    for _ in 0..50 {
+        if s.write_all(b"x").await.is_err() {
+            break;
+        }
+        let mut buf = [0u8; 64];
+        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            break;
+        }
+    }
+    started.elapsed()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dripped_head_is_cut_at_the_deadline() {
     let up = upstream().await;
     let gw = gateway_with("header_read_timeout = \"1s\"", &up.url()).await;
     let addr = gw.running.proxy_addr;
-    let dripper = async move {
-        let mut s = TcpStream::connect(addr).await.unwrap();
-        s.write_all(b"GET /reports/x HTTP/1.1\r\nhost: x\r\n").await.unwrap();
-        let started = Instant::now();
-        // One byte every 200 ms, bounded: the gateway must cut it long before the loop ends.
-        for _ in 0..50 {
-            if s.write_all(b"x").await.is_err() {
-                break;
-            }
-            let mut buf = [0u8; 64];
-            if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
-                break;
-            }
-        }
-        started.elapsed()
-    };
-    let dripped = dripper.await;
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    let dripped = drip_head(&mut s).await;
     assert!(dripped < Duration::from_secs(3), "the dripping peer was kept for {dripped:?}");
     assert!(dripped >= Duration::from_millis(800), "cut before the deadline: {dripped:?}");
 }
@@ -241,18 +243,7 @@ async fn an_idle_http1_keep_alive_connection_is_closed_after_the_head_timeout() 
     let mut s = TcpStream::connect(gw.running.proxy_addr).await.unwrap();
     s.write_all(keep_alive.as_bytes()).await.unwrap();
     assert!(read_response(&mut s).await.starts_with("HTTP/1.1 200"));
-    s.write_all(b"GET /reports/x HTTP/1.1\r\nhost: x\r\n").await.unwrap();
-    let started = Instant::now();
-    for _ in 0..50 {
-        if s.write_all(b"x").await.is_err() {
-            break;
-        }
-        let mut buf = [0u8; 64];
-        if let Ok(Ok(0) | Err(_)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
-            break;
-        }
-    }
-    let dripped = started.elapsed();
+    let dripped = drip_head(&mut s).await;
     assert!(dripped < Duration::from_secs(3), "the dripped second head was kept for {dripped:?}");
     assert!(dripped >= Duration::from_millis(600), "cut before the deadline: {dripped:?}");
 }
