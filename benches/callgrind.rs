@@ -8,7 +8,8 @@
 //! Usage: `callgrind mint TOKENS_FILE COUNT` writes ES256 tokens (and the key they are signed
 //! with, `TOKENS_FILE.key`); `callgrind CASE N TOKENS_FILE` runs `WARMUP` unmeasured requests, then
 //! N measured ones inside [`callgrind_measured`] (the function `--toggle-collect` names). Cases:
-//! `direct`, `warm`, `new_token`, `not_found`, `unauthenticated`, `limited`. Reusing one token file
+//! `direct`, `warm`, `new_token`, `not_found`, `unauthenticated`, `limited`, `routes_1000` (`warm`
+//! with 1 000 more routes, all looked at before the request's). Reusing one token file
 //! makes runs repeat exactly: ECDSA signatures are randomised, and P-256 verification takes a
 //! slightly different number of instructions for each signature.
 
@@ -105,10 +106,22 @@ impl Conn {
     }
 }
 
-fn config_text(dir: &std::path::Path, key: &std::path::Path, upstream: SocketAddr) -> String {
+/// Routes added ahead of the bench routes for the `routes_1000` case.
+const MANY_ROUTES: usize = 1000;
+
+fn config_text(dir: &std::path::Path, key: &std::path::Path, upstream: SocketAddr, extra_routes: usize) -> String {
     std::fs::write(dir.join("upstream-token"), "bench-upstream-token").unwrap();
-    format!(
-        r#"
+    // Longer prefixes than `/bench/`: the route table looks at every one of them first.
+    let extra: String = (0..extra_routes)
+        .map(|i| {
+            format!(
+                "[[routes]]\nname = \"svc{i:04}\"\npath_prefix = \"/service-{i:04}/\"\nupstream = \"up\"\nallow = {{ pipelines = [\"svc{i:04}_*\"] }}\n"
+            )
+        })
+        .collect();
+    extra
+        + &format!(
+            r#"
 [server]
 listen = "127.0.0.1:0"
 [admin]
@@ -153,10 +166,10 @@ name = "tiny"
 rate = "1/h"
 burst = 1
 "#,
-        audit = dir.join("audit.jsonl").display(),
-        key = key.display(),
-        token = dir.join("upstream-token").display(),
-    )
+            audit = dir.join("audit.jsonl").display(),
+            key = key.display(),
+            token = dir.join("upstream-token").display(),
+        )
 }
 
 fn es256_pem() -> String {
@@ -173,7 +186,7 @@ fn mint_tokens(path: &str, count: usize) {
     let key = format!("{path}.key");
     std::fs::write(&key, es256_pem()).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let text = config_text(dir.path(), std::path::Path::new(&key), "127.0.0.1:9".parse().unwrap());
+    let text = config_text(dir.path(), std::path::Path::new(&key), "127.0.0.1:9".parse().unwrap(), 0);
     let issuer = config::parse(&text).unwrap().issuers.remove(0);
     let mut out = String::new();
     for i in 0..count {
@@ -229,7 +242,8 @@ fn main() {
     let dir = tempfile::tempdir().unwrap();
     let (running, upstream_addr) = rt.block_on(async {
         let upstream_addr = upstream().await;
-        let config = config::parse(&config_text(dir.path(), std::path::Path::new(&key), upstream_addr)).unwrap();
+        let extra = if case == "routes_1000" { MANY_ROUTES } else { 0 };
+        let config = config::parse(&config_text(dir.path(), std::path::Path::new(&key), upstream_addr, extra)).unwrap();
         let running = app::start(config, app::Options { watch_config: None }).await.unwrap();
         (running, upstream_addr)
     });
@@ -240,7 +254,8 @@ fn main() {
             let r = request("/bench/x", Some(warm));
             (upstream_addr, 200, vec![r.clone(); WARMUP], vec![r; n])
         }
-        "warm" => {
+        // `warm` behind 1 000 routes with longer prefixes than the one the request takes.
+        "warm" | "routes_1000" => {
             let r = request("/bench/x", Some(warm));
             (running.proxy_addr, 200, vec![r.clone(); WARMUP], vec![r; n])
         }

@@ -5,7 +5,7 @@
 #   N=500 CASES="warm new_token" REPEAT=1 benches/callgrind.sh
 #
 # N          measured requests per case (default 400); WARMUP=20 unmeasured ones come first
-# CASES      subset of: direct warm new_token not_found unauthenticated limited
+# CASES      subset of: direct warm new_token not_found unauthenticated limited routes_1000 (warm behind 1 000 routes)
 # REPEAT     1: run every case a second time and check the count is identical
 # BIN        use this benchmark binary instead of building
 # OUT        where callgrind files and the token file go (default target/callgrind)
@@ -19,7 +19,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 N=${N:-400}
-CASES=${CASES:-"direct warm new_token not_found unauthenticated limited"}
+CASES=${CASES:-"direct warm new_token not_found unauthenticated limited routes_1000"}
 OUT=${OUT:-target/callgrind}
 mkdir -p "$OUT"
 
