@@ -6,6 +6,7 @@
 
 use crate::{config::Route, path::PathError};
 use http::{HeaderValue, Method};
+use std::collections::HashMap;
 
 /// Why no route takes a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +28,24 @@ pub struct RouteTable {
     /// One group per distinct prefix (configuration refuses prefixes equal but for case),
     /// longest first.
     groups: Vec<Group>,
+    /// Indices into `groups` (ascending: longest prefix first) by the prefix's first path
+    /// segment, ASCII-lowercased. A prefix can only match a path with the same first segment
+    /// (matches are whole segments), so a lookup reads these, not every group.
+    by_segment: HashMap<Box<[u8]>, Vec<usize>, foldhash::fast::RandomState>,
+    /// Groups whose prefix has no first segment (`/`): candidates for every path.
+    everywhere: Vec<usize>,
+}
+
+/// Longest first segment looked up in [`RouteTable::by_segment`]; a longer one is compared with
+/// every group (no prefix in a real configuration has one).
+const MAX_SEGMENT: usize = 128;
+
+/// The first segment of an absolute path (`sales` of `/sales/x`), or `None` when the path does
+/// not start with `/` or its first segment is empty.
+fn first_segment(path: &[u8]) -> Option<&[u8]> {
+    let rest = path.strip_prefix(b"/")?;
+    let segment = &rest[..rest.iter().position(|&b| b == b'/').unwrap_or(rest.len())];
+    (!segment.is_empty()).then_some(segment)
 }
 
 /// The routes sharing one `path_prefix`.
@@ -76,14 +95,52 @@ impl RouteTable {
         }
         // Stable: equal lengths keep file order (they cannot both match one path anyway).
         groups.sort_by_key(|g| std::cmp::Reverse(g.prefix.len()));
-        RouteTable { groups }
+        let (mut by_segment, mut everywhere) = (HashMap::<_, Vec<usize>, _>::default(), Vec::new());
+        for (at, group) in groups.iter().enumerate() {
+            match first_segment(group.prefix.as_bytes()).filter(|s| s.len() <= MAX_SEGMENT) {
+                Some(segment) => by_segment.entry(segment.to_ascii_lowercase().into()).or_default().push(at),
+                None => everywhere.push(at),
+            }
+        }
+        RouteTable { groups, by_segment, everywhere }
+    }
+
+    /// The group of the longest prefix matching `path`: the candidates of its first segment and
+    /// the groups without one, in table order (longest first).
+    fn owner(&self, path: &str) -> Option<&Group> {
+        let matching = |&at: &usize| prefix_matches(&self.groups[at].prefix, path);
+        let listed: &[usize] = match first_segment(path.as_bytes()) {
+            Some(segment) if segment.len() <= MAX_SEGMENT => {
+                let mut key = [0u8; MAX_SEGMENT];
+                let key = &mut key[..segment.len()];
+                key.copy_from_slice(segment);
+                key.make_ascii_lowercase();
+                self.by_segment.get(&*key).map_or(&[], Vec::as_slice)
+            }
+            // Longer than any indexed prefix segment: only an unindexed group can match.
+            Some(_) | None => &[],
+        };
+        // Merge the two ascending lists, stopping at the first match.
+        let (mut a, mut b) = (listed.iter().peekable(), self.everywhere.iter().peekable());
+        let at = loop {
+            let next = match (a.peek(), b.peek()) {
+                (Some(x), Some(y)) if x < y => a.next(),
+                (Some(_), None) => a.next(),
+                (_, Some(_)) => b.next(),
+                (None, None) => return None,
+            };
+            if let Some(at) = next.filter(|at| matching(at)) {
+                break *at;
+            }
+        };
+        Some(&self.groups[at])
     }
 
     /// Finds the route for `method` and `path` (the raw, still-encoded request path).
     pub fn find(&self, method: &Method, path: &str) -> Result<usize, RouteError> {
         crate::path::check(path).map_err(RouteError::BadPath)?;
         // The longest matching prefix owns the path: only its routes are considered.
-        let group = self.groups.iter().find(|g| prefix_matches(&g.prefix, path)).ok_or(RouteError::NoRoute)?;
+        let group = self.owner(path).ok_or(RouteError::NoRoute)?;
         // A route naming the method is more specific than one taking every method.
         if let Some((index, _)) = group.by_method.iter().find(|(_, list)| list.contains(method)) {
             return Ok(*index);
@@ -130,6 +187,42 @@ pub fn rewrite(route: &Route, base_path: &str, path: &str, query: Option<&str>) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A path-like string from a small alphabet that makes segment boundaries and case collide.
+    fn random_path(rng: &mut fastrand::Rng) -> String {
+        let mut s = String::from("/");
+        for _ in 0..rng.usize(0..6) {
+            s.push(['a', 'A', 'b', '/', 'x'][rng.usize(0..5)]);
+        }
+        s
+    }
+
+    #[test]
+    fn the_segment_index_finds_what_a_scan_of_every_prefix_finds() {
+        let mut rng = fastrand::Rng::with_seed(13);
+        let long = format!("/{}", "s".repeat(MAX_SEGMENT + 1));
+        for _ in 0..500 {
+            let mut prefixes: Vec<String> = (0..rng.usize(1..12)).map(|_| random_path(&mut rng)).collect();
+            // An over-long first segment and the root now and then: both unindexed.
+            if rng.bool() {
+                prefixes.push(format!("{long}/"));
+            }
+            if rng.bool() {
+                prefixes.push("/".into());
+            }
+            let routes: Vec<Route> = prefixes.iter().map(|p| route(p, None, None)).collect();
+            let table = RouteTable::new(&routes);
+            for _ in 0..50 {
+                let path = match rng.usize(0..10) {
+                    0 => format!("{long}/x"),
+                    1 => "x".into(),
+                    _ => random_path(&mut rng),
+                };
+                let scanned = table.groups.iter().find(|g| prefix_matches(&g.prefix, &path)).map(|g| &*g.prefix);
+                assert_eq!(table.owner(&path).map(|g| &*g.prefix), scanned, "{path:?} against {prefixes:?}");
+            }
+        }
+    }
 
     fn route(prefix: &str, rewrite: Option<&str>, methods: Option<Vec<Method>>) -> Route {
         Route {
