@@ -105,10 +105,9 @@ impl RouteTable {
         RouteTable { groups, by_segment, everywhere }
     }
 
-    /// The group of the longest prefix matching `path`: the candidates of its first segment and
-    /// the groups without one, in table order (longest first).
+    /// The group of the longest prefix matching `path`, among the groups of its first segment
+    /// and those without one.
     fn owner(&self, path: &str) -> Option<&Group> {
-        let matching = |&at: &usize| prefix_matches(&self.groups[at].prefix, path);
         let listed: &[usize] = match first_segment(path.as_bytes()) {
             Some(segment) if segment.len() <= MAX_SEGMENT => {
                 let mut key = [0u8; MAX_SEGMENT];
@@ -120,19 +119,13 @@ impl RouteTable {
             // Longer than any indexed prefix segment: only an unindexed group can match.
             Some(_) | None => &[],
         };
-        // Merge the two ascending lists, stopping at the first match.
-        let (mut a, mut b) = (listed.iter().peekable(), self.everywhere.iter().peekable());
-        let at = loop {
-            let next = match (a.peek(), b.peek()) {
-                (Some(x), Some(y)) if x < y => a.next(),
-                (Some(_), None) => a.next(),
-                (_, Some(_)) => b.next(),
-                (None, None) => return None,
-            };
-            if let Some(at) = next.filter(|at| matching(at)) {
-                break *at;
-            }
-        };
+        // Of the candidates that match, the lowest index is the longest prefix.
+        let at = listed
+            .iter()
+            .chain(&self.everywhere)
+            .copied()
+            .filter(|&at| prefix_matches(&self.groups[at].prefix, path))
+            .min()?;
         Some(&self.groups[at])
     }
 
