@@ -41,7 +41,8 @@ const NEVER: u64 = u64::MAX;
 pub struct Schedule {
     /// When the connection was accepted.
     pub accepted: Instant,
-    /// `header_read_timeout`: the first complete request head must arrive by `accepted + head`.
+    /// `header_read_timeout`: the first complete request head must arrive by `accepted + head`,
+    /// and an HTTP/1 connection may go this long without an open request.
     pub head: Duration,
     /// `idle_timeout`: longest time an HTTP/2 connection may go without an open request (an
     /// HTTP/1 one gets `head`: its next request head is due within `header_read_timeout`).
@@ -390,8 +391,8 @@ mod tests {
         let shut = std::cell::Cell::new(None);
         let ended = drive(release, |_| shut.set(Some(Instant::now())), s, &t, rx).await;
         assert!(matches!(ended, Ended::Dropped(Next::Idle)), "{ended:?}");
-        // Closed within one head timeout of turning idle (the timer looks once a head timeout
-        // after each look while the request was open), not after `idle_timeout`.
+        // Closed one to two head timeouts after turning idle (while the request was open the
+        // timer looked once per head timeout), not after `idle_timeout`.
         let shut = shut.get().expect("never shut down");
         assert!(shut >= s.accepted + Duration::from_secs(4), "{:?}", shut - s.accepted);
         assert!(shut <= s.accepted + Duration::from_secs(5), "{:?}", shut - s.accepted);
